@@ -1,0 +1,1 @@
+"""Input pipelines: detection/alignment, Grain pipelines, TFDS builders, synthetic faces."""

@@ -1,0 +1,1 @@
+"""Package data: the embedded face model (see LICENSE-SFM.md)."""

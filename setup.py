@@ -1,0 +1,52 @@
+"""msma-jax: multi-scale large-kernel-attention 3D face reconstruction in JAX/Flax."""
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "msma_jax" / "__init__.py").read_text())[1]
+
+# JAX installs its CPU build by default; GPU/TPU builds: see README ("Accelerators").
+INSTALL_REQUIRES = [
+    "jax>=0.6,<0.11",
+    "flax>=0.11,<0.13",
+    "optax>=0.2.4,<0.3",
+    "orbax-checkpoint>=0.11,<0.13",
+    "grain>=0.2.10,<0.3",
+    "tensorflow-datasets>=4.9.8,<5",
+    "numpy>=1.26,<3",
+    # The headless build: same cv2 API as opencv-python without X11/OpenGL system libraries.
+    "opencv-python-headless>=4.9,<6",
+    "ml-collections>=1.0,<2",
+    "wandb>=0.19,<1",
+    "scipy>=1.11,<2",
+    "trimesh>=4.0,<6",
+    "tqdm>=4.66,<5",
+    "pillow>=10,<14",
+]
+
+EXTRAS = {
+    "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "nbclient>=0.10,<1", "nbformat>=5.10,<6",
+             "ipykernel>=6.29,<8", "matplotlib>=3.8,<4"],
+    # Reading eos .bin models (and rebuilding the embedded model from the SFM files).
+    "eos": ["eos-py>=1.4,<2"],
+    # Importing PyTorch weights (torchvision ResNets, Deep3DFaceRecon); 'pip install torch==2.13.0'.
+    "torch": ["torch>=2.1"],
+}
+EXTRAS["dev"] = sorted({r for k in ("test", "eos") for r in EXTRAS[k]} | {"ruff>=0.5"})
+
+setup(
+    name="msma-jax",
+    version=VERSION,
+    description=__doc__,
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["msma_jax", "msma_jax.*", "data_pipelines", "data_pipelines.*"]),
+    package_data={"msma_jax.assets": ["*.npz", "*.md"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["msma-jax=msma_jax.cli:main"]},
+    license="Apache-2.0 (code); embedded face model: non-commercial (see msma_jax/assets/LICENSE-SFM.md)",
+)
