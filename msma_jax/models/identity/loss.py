@@ -55,7 +55,7 @@ def identity_loss(embedder, rendered: jax.Array, photos: jax.Array, landmarks: j
   return jnp.sum(dist * w) / jnp.maximum(jnp.sum(w), 1e-12)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)     # hashed by identity, so it can be jit's function
 class IdentityLoss:
   """A pure identity-loss function built from a config string (see `make_identity_loss`).
 
