@@ -32,14 +32,15 @@ def _save(model, path):
 
 @pytest.mark.parametrize("stage_blocks,fold_bn,preprocess", [
     ((2, 2, 2, 2), True, False),       # insightface's released layout: BN folded, no Sub/Mul
-    ((2, 2, 2, 2), False, True),       # a plain export: BN nodes, normalisation inside the graph
+    ((2, 2, 2, 2), False, True),       # a plain export: BN nodes, normalisation inside the graph,
+                                       # Dropout + Reshape + MatMul + Add for the fc
     ((3, 4, 14, 3), True, False),      # r50 (w600k_r50.onnx), narrow
 ])
 def test_iresnet_matches_onnxruntime(tmp_path, stage_blocks, fold_bn, preprocess):
   widths = (8, 16, 16, 24) if stage_blocks == (3, 4, 14, 3) else (8, 16, 24, 32)
   path = _save(build_iresnet_onnx(stage_blocks, widths=widths, fold_bn=fold_bn,
-                                  preprocess=preprocess, seed=sum(stage_blocks)),
-               tmp_path / "net.onnx")
+                                  preprocess=preprocess, seed=sum(stage_blocks),
+                                  matmul_fc=preprocess), tmp_path / "net.onnx")
   spec, params = read_iresnet_onnx(path)
   assert spec.stage_blocks == stage_blocks and spec.widths == widths
   assert spec.depth_name == {2: "r18", 3: "r50"}[stage_blocks[0]]

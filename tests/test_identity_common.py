@@ -78,9 +78,11 @@ def to_project_landmarks(shape) -> np.ndarray:
 
 
 def build_iresnet_onnx(stage_blocks=(2, 2, 2, 2), widths=(8, 16, 24, 32), stem_width=8,
-                       embedding=16, input_size=112, fold_bn=False, preprocess=False, seed=0):
+                       embedding=16, input_size=112, fold_bn=False, preprocess=False, seed=0,
+                       matmul_fc=False):
   """An insightface-style IResNet as an onnx ModelProto with random weights (NCHW input
-  'input.1', RGB; (x - 127.5) / 127.5 expected unless `preprocess` puts it in the graph)."""
+  'input.1', RGB; (x - 127.5) / 127.5 expected unless `preprocess` puts it in the graph).
+  matmul_fc: Reshape + MatMul + Add (+ a Dropout) instead of Flatten + Gemm."""
   import onnx
   from onnx import TensorProto, helper, numpy_helper
 
@@ -134,10 +136,17 @@ def build_iresnet_onnx(stage_blocks=(2, 2, 2, 2), widths=(8, 16, 24, 32), stem_w
       y = conv_bn(y, w, w, 3, stride)
       shortcut = conv_bn(x, cin, w, 1, stride) if (stride != 1 or cin != w) else x
       x, cin = node("Add", [y, shortcut]), w
-  x = node("Flatten", [bn(x, cin)], axis=1)
   side = input_size // 16
   fc_w = rng.normal(0, np.sqrt(1.0 / (cin * side * side)), (embedding, cin * side * side))
-  x = node("Gemm", [x, const(fc_w), const(rng.normal(0, 0.1, embedding))], transB=1)
+  fc_b = rng.normal(0, 0.1, embedding)
+  if matmul_fc:
+    shape = numpy_helper.from_array(np.asarray([-1, cin * side * side], np.int64), "flat_shape")
+    inits.append(shape)
+    x = node("Reshape", [node("Dropout", [bn(x, cin)]), "flat_shape"])
+    x = node("Add", [node("MatMul", [x, const(fc_w.T)]), const(fc_b)])
+  else:
+    x = node("Flatten", [bn(x, cin)], axis=1)
+    x = node("Gemm", [x, const(fc_w), const(fc_b)], transB=1)
   out = bn(x, embedding)
   graph = helper.make_graph(
       nodes, "iresnet",
