@@ -5,7 +5,8 @@
     python benchmarks/bench_identity.py --quick         # fewer repetitions
     python benchmarks/bench_identity.py --arcface-onnx w600k_r50.onnx   # a real insightface file
 
-Timed, after a warm-up call (compilation excluded), best of --repeats:
+Timed, after a warm-up call (compilation excluded), best of --repeats (default 5; the best rather
+than the mean because other jobs may share the machine):
 
 * msma_jax embedders (`embed`: differentiable alignment + network + normalisation, jitted) on
   224x224 face crops with 68 landmarks, batch 1 and 16;
@@ -118,11 +119,12 @@ def export_iresnet_onnx(spec: IResNetSpec, params: dict, path: str):
 
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  ap.add_argument("--quick", action="store_true", help="1 repetition instead of 3")
+  ap.add_argument("--repeats", type=int, default=5, help="timed repetitions (best is kept)")
+  ap.add_argument("--quick", action="store_true", help="1 repetition")
   ap.add_argument("--arcface-onnx", help="an insightface IResNet .onnx (default: random r50, r100)")
   ap.add_argument("--no-peers", action="store_true", help="skip dlib C++ and onnxruntime")
   args = ap.parse_args(argv)
-  repeats = 1 if args.quick else 3
+  repeats = 1 if args.quick else max(1, args.repeats)
   rows = []
   images_u8, shapes, lms = face_batch(16)
   images = jnp.asarray(images_u8 / 255.0, jnp.float32)

@@ -155,3 +155,8 @@ def test_crop_gradient_reaches_the_image(faces):
   g = jax.grad(lambda x: jnp.sum(arcface_crop(x, jnp.asarray(lm[None])) ** 2))(images)
   g = np.asarray(g)
   assert np.isfinite(g).all() and 0.005 < np.mean(g != 0) < 0.5
+  # Degenerate landmarks (a padded, face-less sample): finite values and gradients, not NaN.
+  zeros = jnp.zeros((1, 68, 2))
+  crop, vjp = jax.vjp(lambda x: arcface_crop(x, zeros), images)
+  assert np.isfinite(np.asarray(crop)).all()
+  assert np.isfinite(np.asarray(vjp(jnp.ones_like(crop))[0])).all()

@@ -105,6 +105,10 @@ def test_dlib_loss_value_and_gradient_wrt_render(dlib_loss, dlib_value_and_grad,
   minus, _ = value_and_grad(p, batch["render"] - step, batch["photo"], lm, lm)
   numeric = (float(plus) - float(minus)) / (2 * 0.003)
   assert abs(numeric - norm) <= 0.05 * norm, (numeric, norm)
+  # A sample without a face (zero landmarks) must not poison a batch with NaN.
+  zeros = jnp.zeros_like(lm)
+  value, g0 = value_and_grad(p, batch["render"], batch["photo"], zeros, zeros)
+  assert np.isfinite(float(value)) and np.isfinite(np.asarray(g0)).all()
 
 
 def test_dlib_loss_in_bfloat16(dlib_loss, dlib_value_and_grad, batch):

@@ -70,7 +70,8 @@ def similarity_fit(src: jax.Array, dst: jax.Array) -> tuple[jax.Array, jax.Array
   """
   ms, md = jnp.mean(src, -2, keepdims=True), jnp.mean(dst, -2, keepdims=True)
   s, d = src - ms, dst - md
-  var = jnp.sum(s * s, axis=(-2, -1))
+  # Guarded so that degenerate landmarks (all equal, e.g. zero padding) give A = 0, not NaN.
+  var = jnp.maximum(jnp.sum(s * s, axis=(-2, -1)), 1e-12)
   a = jnp.sum(s * d, axis=(-2, -1)) / var
   b = jnp.sum(s[..., 0] * d[..., 1] - s[..., 1] * d[..., 0], axis=-1) / var
   A = jnp.stack([jnp.stack([a, -b], -1), jnp.stack([b, a], -1)], -2)
@@ -287,7 +288,9 @@ def warp_affine(images: jax.Array, matrices: jax.Array, size: int) -> jax.Array:
   """
   def one(image, m):
     A, t = m[:, :2], m[:, 2]
-    inv = jnp.linalg.inv(A)
+    det = A[0, 0] * A[1, 1] - A[0, 1] * A[1, 0]
+    det = jnp.where(jnp.abs(det) < 1e-12, 1e-12, det)      # degenerate landmarks: finite, not NaN
+    inv = jnp.stack([jnp.stack([A[1, 1], -A[0, 1]]), jnp.stack([-A[1, 0], A[0, 0]])]) / det
     g = jnp.arange(size, dtype=jnp.float32)
     gx, gy = jnp.meshgrid(g, g)
     dst = jnp.stack([gx - t[0], gy - t[1]], -1)
