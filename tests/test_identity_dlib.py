@@ -67,6 +67,19 @@ def test_dat_reader_recovers_dlib_architecture(weights):
   assert all(np.isfinite(v).all() for v in weights.values())
 
 
+def test_converter_script_writes_the_npz(dat_path, weights, tmp_path, capsys):
+  import pathlib
+  import runpy
+  script = pathlib.Path(__file__).parents[1] / "scripts" / "convert_dlib_face_model.py"
+  main = runpy.run_path(str(script))["main"]
+  assert main(["--dat", str(dat_path), "--out", str(tmp_path / "w.npz")]) == 0
+  assert "5,614,595 parameters" in capsys.readouterr().out
+  np.testing.assert_array_equal(load_dlib_resnet_npz(tmp_path / "w.npz")["fc/weight"],
+                                weights["fc/weight"])
+  assert main(["--dat", str(tmp_path / "missing.dat"), "--out", str(tmp_path / "x.npz")]) == 2
+  assert "missing.dat" in capsys.readouterr().err
+
+
 def test_npz_round_trip(weights, tmp_path):
   path = save_dlib_resnet_npz(weights, tmp_path / "dlib.npz")
   back = load_dlib_resnet_npz(path)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import struct
 import zipfile
 
 import numpy as np
@@ -319,7 +318,7 @@ def read_dlib_resnet(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return _assemble(s, input_details, layers)
   except StopIteration:
     raise s.fail("fewer layers than dlib's face-descriptor network") from None
-  except (struct.error, ValueError) as e:
+  except (ValueError, OverflowError) as e:
     if isinstance(e, ModelFileError):
       raise
     raise s.fail(str(e)) from None
@@ -329,9 +328,10 @@ def save_dlib_resnet_npz(weights: dict[str, np.ndarray], path: str | os.PathLike
   """Writes converted weights as the project's `.npz` (keys as `read_dlib_resnet`, + format tag)."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + ".tmp.npz")
+  # Write-then-rename: processes converting into the same cache never see a partial file.
+  tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
   np.savez(tmp, format=np.asarray(NPZ_FORMAT), **weights)
-  os.replace(tmp, path)                             # atomic: parallel test workers share the cache
+  os.replace(tmp, path)
   return path
 
 
