@@ -153,14 +153,11 @@ def test_descriptors_match_compute_face_descriptor(tmp_path, monkeypatch, photos
 
   @nnx.jit
   def run(e, im, lm):
-    return e.descriptors(im, lm, quantize=True), e.descriptors(im, lm), e.embed(im, lm)
-  exact, smooth, unit = (np.asarray(v) for v in run(emb, jnp.asarray(imgs / 255.0, jnp.float32),
-                                                     lms))
-  assert np.abs(exact - ref).max() <= 1e-3
+    return e.descriptors(im, lm, quantize=True), e.descriptors(im, lm)
+  exact, smooth = (np.asarray(v) for v in run(emb, jnp.asarray(imgs / 255.0, jnp.float32), lms))
+  assert np.abs(exact - ref).max() <= 1e-3       # dlib's uint8 chip reproduced: ~5e-5
   cos = np.sum(smooth * ref, 1) / np.linalg.norm(smooth, axis=1) / np.linalg.norm(ref, axis=1)
-  assert cos.min() >= 0.999
-  np.testing.assert_allclose(unit, smooth / np.linalg.norm(smooth, axis=1, keepdims=True),
-                             atol=1e-6)
+  assert cos.min() >= 0.999                      # float chip (the loss's default): ~1e-3 abs
 
 
 # ---- bad input --------------------------------------------------------------------------------------

@@ -134,9 +134,15 @@ def test_weighted_loss_and_cosine_distance(dlib_loss, batch):
   @jax.jit
   def run(params, w):
     emb = dlib_loss.embedder(params)
-    per = cosine_distance(emb.embed(rendered, render_lm), emb.embed(photos, lm))
-    return per, identity_loss(emb, rendered, photos, lm, render_lm, weights=w)
-  per, value = run(dlib_loss.params, jnp.asarray([3.0, 1.0]))
+    e_render, e_photo = emb.embed(rendered, render_lm), emb.embed(photos, lm)
+    value = identity_loss(emb, rendered, photos, lm, render_lm, weights=w)
+    return e_render, e_photo, cosine_distance(e_render, e_photo), value
+  e_render, e_photo, per, value = run(dlib_loss.params, jnp.asarray([3.0, 1.0]))
+  for e in (e_render, e_photo):                  # unit vectors, float32
+    assert e.shape == (2, 128) and e.dtype == jnp.float32
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(e), axis=1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(float(per[0]), 1 - float(jnp.sum(e_render[0] * e_photo[0])),
+                             atol=1e-6)
   np.testing.assert_allclose(float(value), float((3 * per[0] + per[1]) / 4), rtol=1e-5)
   assert float(per[0]) < float(per[1])
   np.testing.assert_allclose(np.asarray(cosine_distance(2 * per[None], per[None])), [0.0],
