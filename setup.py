@@ -34,7 +34,9 @@ EXTRAS = {
     # Importing PyTorch weights (torchvision ResNets, Deep3DFaceRecon); 'pip install torch==2.13.0'.
     "torch": ["torch>=2.1"],
 }
-EXTRAS["dev"] = sorted({r for k in ("test", "eos") for r in EXTRAS[k]} | {"ruff>=0.5"})
+# dev/CI also get torch for the weight-import tests: pinned because on the project's machines exactly
+# 2.13.0 is a local CPU wheel (about 45 s to install); a range would pull a multi-GB CUDA build.
+EXTRAS["dev"] = sorted({r for k in ("test", "eos") for r in EXTRAS[k]} | {"ruff>=0.5", "torch==2.13.0"})
 
 setup(
     name="msma-jax",
