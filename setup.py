@@ -36,7 +36,8 @@ EXTRAS = {
 }
 # dev/CI also get torch for the weight-import tests: pinned because on the project's machines exactly
 # 2.13.0 is a local CPU wheel (about 45 s to install); a range would pull a multi-GB CUDA build.
-EXTRAS["dev"] = sorted({r for k in ("test", "eos") for r in EXTRAS[k]} | {"ruff>=0.5", "torch==2.13.0"})
+EXTRAS["dev"] = sorted({r for k in ("test", "eos") for r in EXTRAS[k]}
+                       | {"ruff>=0.5", "torch==2.13.0"})
 
 setup(
     name="msma-jax",

@@ -29,6 +29,8 @@ Switches (all in `config.model`):
     heads.hidden        hidden width of each head (0: linear heads, Deep3DFaceRecon's form)
     heads.pool          avg | max (global pooling)
     dtype               float32 | bfloat16 compute; param_dtype: float32 storage
+    conv_impl           auto | xla | matmul (auto: matrix products on the CPU, XLA's convolutions
+                        on GPU/TPU; same numbers, msma_jax.models.conv)
     sharding.params     replicated | fsdp (kernels sharded along mesh axis sharding.fsdp_axis)
     bn_momentum         running-statistics decay (0.9 = PyTorch momentum 0.1)
 
@@ -94,6 +96,7 @@ def base_model_config() -> ml_collections.ConfigDict:
 
   c.dtype = "float32"
   c.param_dtype = "float32"
+  c.conv_impl = "auto"
   c.sharding = ml_collections.ConfigDict()
   c.sharding.params = "replicated"
   c.sharding.fsdp_axis = "fsdp"

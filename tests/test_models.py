@@ -36,10 +36,15 @@ def images(shape=SMALL, seed=0):
   return jnp.asarray(np.random.default_rng(seed).uniform(size=shape), jnp.float32)
 
 
-def small_config(variant, backbone="resnet18"):
-  """A variant's switches on a small backbone (the switches do not depend on it)."""
+def small_config(variant, backbone="resnet18", conv_impl="xla"):
+  """A variant's switches on a small backbone (the switches do not depend on it).
+
+  Tests build with XLA's convolutions, which compile fastest; the CPU's matrix-product forms are
+  checked against them in test_models_conv.py and by test_conv_implementations_agree_on_a_model.
+  """
   c = CONFIGS.get_model_config(variant)
   c.backbone = backbone
+  c.conv_impl = conv_impl
   return c
 
 
@@ -200,9 +205,7 @@ C5_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "mobilenet_v2
 
 @pytest.mark.parametrize("backbone", sorted(TORCHVISION_BACKBONE_PARAMS))
 def test_backbone_stage_shapes_and_parameter_counts(backbone):
-  c = CONFIGS.get_model_config("r18")
-  c.backbone = backbone
-  model = build_model(c, BFM_SIZES)
+  model = build_model(small_config("r18", backbone), BFM_SIZES)
   n = sum(v.size for v in jax.tree.leaves(nnx.state(model.backbone, nnx.Param)))
   assert n == TORCHVISION_BACKBONE_PARAMS[backbone]
   # 70 x 45: each stride-2 layer maps n -> ceil(n / 2) (PyTorch padding), independent of the code.
@@ -266,6 +269,17 @@ def test_jit_matches_eager_and_bfloat16_tracks_float32():
   assert feats16.dtype == jnp.bfloat16 and out16.to_flat().dtype == jnp.float32
   err = np.abs(np.asarray(out16.to_flat()) - eager).max()
   assert err < 0.05 * np.abs(eager).max(), err
+
+
+def test_conv_implementations_agree_on_a_model():
+  models = {impl: build_model(small_config("msma_r50", conv_impl=impl), BFM_SIZES)
+            for impl in ("xla", "matmul")}
+  perturb_heads(models["xla"])
+  nnx.update(models["matmul"], nnx.state(models["xla"]))
+  x = images()
+  out = {impl: np.asarray(features_and_coeffs(m, x)[1].to_flat()) for impl, m in models.items()}
+  assert np.abs(out["xla"]).max() > 1e-2
+  np.testing.assert_allclose(out["matmul"], out["xla"], atol=1e-5)
 
 
 def test_training_step_moves_off_the_mean_face():

@@ -73,7 +73,8 @@ class MSMAEncoder(nnx.Module):
     self.sizes = CoefficientSizes(*sizes)
     policy = Policy(dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype],
                     shard_params=spec.sharding.params == "fsdp",
-                    fsdp_axis=spec.sharding.fsdp_axis, bn_momentum=spec.bn_momentum)
+                    fsdp_axis=spec.sharding.fsdp_axis, bn_momentum=spec.bn_momentum,
+                    conv_impl=spec.conv_impl)
     self.policy = policy
     att = spec.attention
     kernels = att.kernels or None

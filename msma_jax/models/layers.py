@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from msma_jax.models.conv import conv2d, resolve_impl
+
 
 def bucketed_normal(key: jax.Array, shape: Sequence[int], dtype=jnp.float32,
                     scale: float = 1.0) -> jax.Array:
@@ -75,6 +77,7 @@ class Policy:
   dtype: compute dtype of activations; param_dtype: dtype parameters are stored in.
   shard_params: annotate kernels with `fsdp_axis` (else replicated annotations).
   bn_momentum: running-statistics decay (PyTorch's momentum 0.1 == 0.9 here); bn_epsilon: 1e-5.
+  conv_impl: "auto" | "xla" | "matmul", how convolutions run (msma_jax.models.conv).
   """
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
@@ -82,6 +85,10 @@ class Policy:
   fsdp_axis: str = "fsdp"
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  conv_impl: str = "auto"
+
+  def __post_init__(self):
+    resolve_impl(self.conv_impl)       # fails early on an unknown name
 
   def annotate(self, init, ndim: int, shard_axis: int | None):
     """Wraps `init` with a partition annotation: `fsdp_axis` on `shard_axis` or all `None`."""
@@ -93,23 +100,16 @@ class Policy:
 
   def conv(self, in_features: int, out_features: int, kernel: int, *, stride: int = 1,
            dilation: int = 1, groups: int = 1, use_bias: bool = False, kernel_init=None,
-           bias_init=ZEROS, rngs: nnx.Rngs) -> nnx.Conv:
+           bias_init=ZEROS, rngs: nnx.Rngs) -> "Conv2D":
     """k x k convolution with symmetric padding `dilation * (k - 1) // 2` (k odd or 1)."""
-    if kernel % 2 != 1:
-      raise ValueError(f"kernel size {kernel}: only odd kernel sizes keep the grid centred")
-    pad = dilation * (kernel - 1) // 2
     if kernel_init is None:
       kernel_init = DEPTHWISE_INIT if groups > 1 and groups == in_features else CONV_INIT
-    return nnx.Conv(
-        in_features, out_features, (kernel, kernel), strides=(stride, stride),
-        padding=((pad, pad), (pad, pad)), kernel_dilation=(dilation, dilation),
-        feature_group_count=groups, use_bias=use_bias,
-        kernel_init=self.annotate(kernel_init, 4, 3),
-        bias_init=self.annotate(bias_init, 1, None),
-        dtype=self.dtype, param_dtype=self.param_dtype, rngs=rngs)
+    return Conv2D(in_features, out_features, kernel, stride=stride, dilation=dilation,
+                  groups=groups, use_bias=use_bias, kernel_init=kernel_init,
+                  bias_init=bias_init, policy=self, rngs=rngs)
 
   def depthwise(self, features: int, kernel: int, *, dilation: int = 1, use_bias: bool = True,
-                rngs: nnx.Rngs) -> nnx.Conv:
+                rngs: nnx.Rngs) -> "Conv2D":
     """Depthwise k x k convolution (one filter per channel), with bias like VAN/MAN."""
     return self.conv(features, features, kernel, dilation=dilation, groups=features,
                      use_bias=use_bias, rngs=rngs)
@@ -132,6 +132,40 @@ class Policy:
                       kernel_init=self.annotate(ZEROS if zero_init else DENSE_INIT, 2, 0),
                       bias_init=self.annotate(ZEROS, 1, None),
                       dtype=self.dtype, param_dtype=self.param_dtype, rngs=rngs)
+
+
+class Conv2D(nnx.Module):
+  """NHWC convolution: `kernel` [k, k, C_in / groups, C_out] (HWIO), optional `bias` [C_out].
+
+  Same parameters and numbers as `nnx.Conv` with explicit symmetric padding; the computation is
+  `conv.conv2d` with the policy's implementation (matrix products on the CPU, XLA elsewhere).
+  """
+
+  def __init__(self, in_features: int, out_features: int, kernel: int, *, stride: int = 1,
+               dilation: int = 1, groups: int = 1, use_bias: bool = False, kernel_init,
+               bias_init=ZEROS, policy: Policy, rngs: nnx.Rngs):
+    if kernel % 2 != 1:
+      raise ValueError(f"kernel size {kernel}: only odd kernel sizes keep the grid centred")
+    if in_features % groups or out_features % groups:
+      raise ValueError(f"{in_features} -> {out_features} channels do not split into {groups} "
+                       "groups")
+    shape = (kernel, kernel, in_features // groups, out_features)
+    self.kernel = nnx.Param(policy.annotate(kernel_init, 4, 3)(rngs.params(), shape,
+                                                                policy.param_dtype))
+    self.bias = (nnx.Param(policy.annotate(bias_init, 1, None)(rngs.params(), (out_features,),
+                                                                policy.param_dtype))
+                 if use_bias else nnx.data(None))
+    self.in_features, self.out_features = in_features, out_features
+    self.stride, self.dilation, self.groups = stride, dilation, groups
+    self.dtype, self.impl = policy.dtype, policy.conv_impl
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x [B, H, W, C_in] -> [B, ceil(H / stride), ceil(W / stride), C_out] in the compute dtype."""
+    y = conv2d(x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.stride,
+               self.dilation, self.groups, self.impl)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y
 
 
 class ConvBN(nnx.Module):

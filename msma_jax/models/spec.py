@@ -16,6 +16,8 @@ Fields (all optional here; missing ones take the `EncoderSpec` defaults, the MSM
                   num_blocks (blocks at "features"), scale_init (0: blocks start as identity)
     heads         mode (per_attribute | shared), hidden (0 = linear heads), pool (avg | max)
     dtype         float32 | bfloat16 (compute);  param_dtype float32 | bfloat16 (storage)
+    conv_impl     auto | xla | matmul: how convolutions run (msma_jax.models.conv; auto = matmul
+                  on the CPU backend, XLA's convolutions on GPU/TPU)
     sharding      params (replicated | fsdp), fsdp_axis (mesh axis name)
     bn_momentum   running-statistics decay (0.9 = PyTorch momentum 0.1)
     variant       name of the variant the section came from (informational)
@@ -38,6 +40,7 @@ HEAD_MODES = ("per_attribute", "shared")
 POOLS = ("avg", "max")
 DTYPE_NAMES = ("float32", "bfloat16")
 PARAM_SHARDING = ("replicated", "fsdp")
+CONV_IMPLS = ("auto", "xla", "matmul")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +89,7 @@ class EncoderSpec:
   heads: HeadSpec = HeadSpec()
   dtype: str = "float32"
   param_dtype: str = "float32"
+  conv_impl: str = "auto"
   sharding: ShardingSpec = ShardingSpec()
   bn_momentum: float = 0.9
   variant: str = "custom"
@@ -197,6 +201,7 @@ def spec_from_config(cfg: Any) -> EncoderSpec:
   _choice(spec.input_norm, INPUT_NORMS, "input_norm")
   _choice(spec.dtype, DTYPE_NAMES, "dtype")
   _choice(spec.param_dtype, DTYPE_NAMES, "param_dtype")
+  _choice(spec.conv_impl, CONV_IMPLS, "conv_impl")
   if not 0.0 <= float(spec.bn_momentum) < 1.0:
     raise ModelConfigError(f"config.model.bn_momentum: expected a decay in [0, 1), got "
                            f"{spec.bn_momentum!r}")

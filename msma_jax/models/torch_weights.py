@@ -30,6 +30,7 @@ from flax import nnx
 
 from msma_jax.face_model.coefficients import FIELDS
 from msma_jax.models.errors import WeightImportError
+from msma_jax.models.layers import Conv2D
 from msma_jax.models.mobilenet import ConvBNAct, InvertedResidual, MobileNetV2
 from msma_jax.models.resnet import ResNet
 
@@ -49,7 +50,7 @@ def _identity(w: np.ndarray) -> np.ndarray:
   return w
 
 
-def _conv(key: str, conv: nnx.Conv) -> Iterator[Entry]:
+def _conv(key: str, conv: Conv2D) -> Iterator[Entry]:
   yield f"{key}.weight", conv.kernel, _oihw_to_hwio
   if conv.bias is not None:
     yield f"{key}.bias", conv.bias, _identity
