@@ -39,8 +39,10 @@ EXTRAS = {
     # References the identity tests compare against: dlib itself, onnxruntime, scikit-image photos.
     "identity-test": ["dlib-bin>=19.24,<21", "onnxruntime>=1.17,<2", "scikit-image>=0.22,<1"],
 }
+# dev/CI also get torch for the weight-import tests: pinned because on the project's machines exactly
+# 2.13.0 is a local CPU wheel (about 45 s to install); a range would pull a multi-GB CUDA build.
 EXTRAS["dev"] = sorted({r for k in ("test", "eos", "identity", "identity-test") for r in EXTRAS[k]}
-                       | {"ruff>=0.5"})
+                       | {"ruff>=0.5", "torch==2.13.0"})
 
 setup(
     name="msma-jax",
