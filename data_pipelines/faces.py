@@ -101,7 +101,7 @@ class FacePreprocessor:
       try:
         sets = read_landmark_file(landmark_file)
       except LandmarkFileError as e:
-        raise SkipImage("bad_landmarks", str(e)) from e
+        raise SkipImage("bad_landmarks", f"{name}: landmark file {e}") from e
       if sets.shape[1] == 5:
         from data_pipelines.detection import box_from_points
         box = box_from_points(sets[0])

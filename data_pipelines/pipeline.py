@@ -165,11 +165,20 @@ def make_pipeline(source, config, *, seed: int | None = None,
                            prefetch_buffer_size=int(_cfg_get(config, "prefetch_buffer_size", 4)))
   it_ds = ds.to_iter_dataset(read)
   if workers > 0:
+    _ensure_absl_flags()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=workers,
         per_worker_buffer_size=int(_cfg_get(config, "worker_buffer_size", 2))),
         worker_init_fn=_worker_init)
   return it_ds
+
+
+def _ensure_absl_flags() -> None:
+  """Grain's worker processes read absl flags; outside an absl app they are not parsed yet, so the
+  defaults are taken (what `absl.app.run` would do with no flags on the command line)."""
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
 
 
 def _worker_init(worker_index: int, worker_count: int) -> None:

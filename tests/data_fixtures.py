@@ -51,3 +51,60 @@ def write_landmark_photos(folder: pathlib.Path, n: int, seed: int = 0) -> list[p
     write_pts(p.with_suffix(".pts"), lm @ m[:, :2].T + m[:, 2])
     paths.append(p)
   return paths
+
+
+def head() -> np.ndarray:
+  """The astronaut's head and shoulders, 260x260 (faster to search than the whole photo)."""
+  return np.ascontiguousarray(astronaut()[:260, 100:360])
+
+
+def write_bad_input_folder(root: pathlib.Path) -> dict[str, str | None]:
+  """Photos in every awkward form -> {relative path: expected skip reason or None (usable)}."""
+  import io
+
+  import cv2
+  from skimage import data
+  root.mkdir(parents=True, exist_ok=True)
+  (root / "sub").mkdir(exist_ok=True)
+  h = Image.fromarray(head())
+  expected = {}
+
+  def save(name, img, reason=None, **kw):
+    img.save(root / name, **kw)
+    expected[name] = reason
+
+  save("good.jpg", h, quality=95)
+  save("sub/grey.png", h.convert("L"))
+  rgba = h.convert("RGBA")
+  alpha = np.full((260, 260), 255, np.uint8)
+  alpha[:, :40] = 0                                          # a transparent strip
+  rgba.putalpha(Image.fromarray(alpha))
+  save("sub/rgba.png", rgba)
+  grey16 = (np.asarray(h.convert("L"), np.uint16) * 257)
+  cv2.imwrite(str(root / "grey16.png"), grey16)
+  expected["grey16.png"] = None
+  cv2.imwrite(str(root / "rgb16.png"), cv2.cvtColor(head(), cv2.COLOR_RGB2BGR).astype(np.uint16) * 257)
+  expected["rgb16.png"] = None
+  save("cmyk.jpg", h.convert("CMYK"), quality=95)
+  exif = Image.Exif()
+  exif[0x0112] = 8                                           # stored rotated: display rotates 90 CCW
+  save("rotated.jpg", h.transpose(Image.Transpose.ROTATE_270), exif=exif, quality=95)
+  save("photo.webp", h, quality=90)
+  save("photo.bmp", h)
+  buf = io.BytesIO()
+  h.save(buf, "JPEG", quality=95)
+  jpeg = buf.getvalue()
+  (root / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+  expected["truncated.jpg"] = "unreadable"
+  (root / "corrupt.jpg").write_bytes(jpeg[:20] + bytes(range(256)) * 8)
+  expected["corrupt.jpg"] = "unreadable"
+  (root / "zero.png").write_bytes(b"")
+  expected["zero.png"] = "unreadable"
+  (root / "notes.jpg").write_text("not an image")
+  expected["notes.jpg"] = "unreadable"
+  save("tiny.png", h.resize((16, 16)), "too_small")
+  save("sub/cat.jpg", Image.fromarray(data.chelsea()), "no_face", quality=90)
+  save("badlm.png", h, "bad_landmarks")
+  (root / "badlm.txt").write_text("\n".join(["10 10"] * 30))
+  (root / "README.txt").write_text("not a photo, not listed")          # ignored: not an image
+  return expected
