@@ -75,19 +75,25 @@ def apply_geometry(image: np.ndarray, skin_mask: np.ndarray, landmarks: np.ndarr
   return img, mask, lm.astype(np.float32)
 
 
+# Luma weights of ITU-R BT.601 (what OpenCV's RGB2GRAY uses), for saturation.
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
 def colour_jitter(image: np.ndarray, rng: np.random.Generator, options: AugmentOptions
                   ) -> np.ndarray:
-  """float32 RGB [S, S, 3] in [0, 1] -> jittered copy (brightness, contrast, saturation), clipped."""
+  """uint8 RGB [S, S, 3] -> jittered uint8 copy: brightness (x * b), contrast (about the mean by c),
+  saturation (about the luma by s), in that order, rounded and clipped to [0, 255].
+
+  The three steps are linear, so they are applied as one 3x4 colour matrix in a single pass:
+  out = c b (s I + (1 - s) 1 w^T) x + (1 - c) b mean(x), w the luma weights.
+  """
   b = 1.0 + rng.uniform(-1, 1) * options.brightness
   c = 1.0 + rng.uniform(-1, 1) * options.contrast
   s = 1.0 + rng.uniform(-1, 1) * options.saturation
   if b == 1.0 and c == 1.0 and s == 1.0:
     return image
-  out = image * np.float32(b)
-  if c != 1.0:
-    mean = np.float32(out.mean())
-    out = (out - mean) * np.float32(c) + mean
-  if s != 1.0:
-    grey = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_RGB2GRAY)[..., None]
-    out = (out - grey) * np.float32(s) + grey
-  return np.clip(out, 0.0, 1.0, out=out)
+  mean = float(np.mean(cv2.mean(image)[:3]))
+  a = c * b * (s * np.eye(3) + (1 - s) * np.outer(np.ones(3), _LUMA))
+  offset = (1 - c) * b * mean
+  m = np.concatenate([a, np.full((3, 1), offset)], axis=1).astype(np.float32)
+  return cv2.transform(image, m)

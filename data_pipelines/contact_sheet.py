@@ -46,8 +46,9 @@ def contact_sheet(source, count: int = 16, columns: int = 4, panel: int = 160,
   tiles = []
   for i in idx:
     r = source[i]
-    tiles.append(draw_tile(decode_crop(r["image"], 3), r["landmarks"],
-                           decode_crop(r["skin_mask"], 1), panel))
+    mask = r["skin_mask"]
+    mask = decode_crop(mask, 1) if isinstance(mask, bytes) else np.asarray(mask, np.uint8)
+    tiles.append(draw_tile(decode_crop(r["image"], 3), r["landmarks"], mask, panel))
   columns = min(columns, len(tiles))
   rows = -(-len(tiles) // columns)
   gap = 4

@@ -63,7 +63,8 @@ class DecodeAndAugment(grain.transforms.RandomMap):
 
   def random_map(self, record: dict, rng: np.random.Generator) -> dict:
     image = decode_crop(record["image"], 3)
-    mask = decode_crop(record["skin_mask"], 1)
+    mask = record["skin_mask"]
+    mask = decode_crop(mask, 1) if isinstance(mask, bytes) else np.asarray(mask, np.uint8)
     size = image.shape[0]
     landmarks = np.asarray(record["landmarks"], np.float32)
     opts = self.options
@@ -72,8 +73,7 @@ class DecodeAndAugment(grain.transforms.RandomMap):
     if opts.geometric:
       aug, flipped = sample_geometry(rng, opts, size)
       image, mask, landmarks = apply_geometry(image, mask, landmarks, aug, flipped)
-    img = image.astype(np.float32) * np.float32(1.0 / 255.0)
-    img = colour_jitter(img, rng, opts)
+    img = colour_jitter(image, rng, opts).astype(np.float32) * np.float32(1.0 / 255.0)
     align = np.asarray(record.get("align", (1.0, 0.0, 0.0)), np.float64)
     # original -> crop: s x + t; crop -> augmented: A y + b.  to_original = inverse of the composite.
     full = np.concatenate([aug[:, :2] * align[0], (aug[:, :2] @ align[1:] + aug[:, 2])[:, None]], 1)

@@ -11,7 +11,7 @@ Record features (S = crop size, 224 by default):
 feature            shape / type        meaning
 =================  ==================  ===============================================================
 image              bytes               encoded S x S RGB crop (JPEG by default, or PNG)
-skin_mask          bytes               PNG, S x S uint8 = 255 * P(skin) (synthetic: render coverage)
+skin_mask          [S, S] uint8        255 * P(skin) (synthetic: render coverage), zlib-compressed
 landmarks          [68, 2] float32     crop pixels, project convention (centres at +0.5)
 align              [3] float32         (scale, tx, ty): crop = scale * original + (tx, ty)
 key                text                source path relative to the root (+ "#face"), or "synthetic/i"
@@ -45,10 +45,11 @@ SUMMARY_FILE = "prepare_summary.json"
 
 
 def _common_features(size: int) -> dict:
-  del size  # encoded bytes: the size is recorded in the dataset metadata
   return {
       "image": tfds.features.Tensor(shape=(), dtype=np.object_),
-      "skin_mask": tfds.features.Tensor(shape=(), dtype=np.object_),
+      # zlib (TFDS's own Tensor encoding) decodes ~4x faster than a PNG of the same mask.
+      "skin_mask": tfds.features.Tensor(shape=(size, size), dtype=np.uint8,
+                                        encoding=tfds.features.Encoding.ZLIB),
       "landmarks": tfds.features.Tensor(shape=(NUM_LANDMARKS, 2), dtype=np.float32),
       "align": tfds.features.Tensor(shape=(3,), dtype=np.float32),
       "key": tfds.features.Text(),
@@ -166,7 +167,7 @@ class MsmaFaceImages(tfds.core.GeneratorBasedBuilder):
         key = item.key if f.face_index == 0 else f"{item.key}#{f.face_index}"
         yield key, {
             "image": _encode_crop(f.image, self.image_format, self.jpeg_quality),
-            "skin_mask": encode_image(f.skin_mask, "png"),
+            "skin_mask": f.skin_mask,
             "landmarks": f.landmarks.astype(np.float32),
             "align": f.transform.as_array(),
             "key": key,
@@ -246,7 +247,7 @@ class MsmaSyntheticFaces(tfds.core.GeneratorBasedBuilder):
         self.summary.add_faces(1)
         yield key, {
             "image": _encode_crop(rgb, self.image_format, self.jpeg_quality),
-            "skin_mask": encode_image(np.round(masks[j] * 255).astype(np.uint8), "png"),
+            "skin_mask": np.round(masks[j] * 255).astype(np.uint8),
             "landmarks": landmarks[j].astype(np.float32),
             "align": np.array([1.0, 0.0, 0.0], np.float32),
             "key": key,

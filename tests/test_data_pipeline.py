@@ -227,3 +227,21 @@ print("ok")
   r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                      timeout=300, cwd=pathlib.Path(__file__).parent.parent)
   assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+
+
+def test_colour_jitter_is_brightness_then_contrast_then_saturation():
+  from data_pipelines.augment import colour_jitter
+  rng = np.random.default_rng(1)
+  img = rng.integers(0, 256, size=(32, 32, 3)).astype(np.uint8)
+  opts = AugmentOptions(brightness=0.3, contrast=0.3, saturation=0.3)
+  out = colour_jitter(img, np.random.default_rng(5), opts).astype(np.float64)
+  r = np.random.default_rng(5)
+  b, c, s = (1 + r.uniform(-1, 1) * 0.3 for _ in range(3))
+  x = img.astype(np.float64) * b                                   # brightness
+  x = (x - x.mean()) * c + x.mean()                                 # contrast about the mean
+  grey = x @ np.array([0.299, 0.587, 0.114])
+  x = (x - grey[..., None]) * s + grey[..., None]                   # saturation about the luma
+  want = np.clip(x, 0, 255)
+  assert np.abs(out - want).max() <= 1.0
+  assert np.abs(out - img).mean() > 5
+  assert colour_jitter(img, rng, AugmentOptions(brightness=0, contrast=0, saturation=0)) is img

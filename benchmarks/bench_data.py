@@ -1,0 +1,142 @@
+"""Data-pipeline throughput: the Grain training pipeline and face detection + alignment.
+
+    python benchmarks/bench_data.py [--records 512] [--batches 40] [--photos 24] [--cnn 3]
+
+1. Builds a prepared ArrayRecord dataset (`msma_face_images`, 224 JPEG crops, PNG skin masks) from
+   warped copies of scikit-image's astronaut photo with landmark files (no detection, so the build is
+   quick), then times the training pipeline (ArrayRecord read + JPEG/PNG decode + shift/scale/rotate/
+   flip + colour jitter + float conversion + batching of 32) with 0 and 2 Grain worker processes.
+2. Times detection + 68 landmarks + alignment + skin mask from raw 640x480 JPEG photos (dlib HOG,
+   upsample 1; optionally the CNN detector), one process, and `prepare-data` with 2 worker processes.
+
+Prints a table (images/s). Needs scikit-image (the test extra).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _photos(folder: pathlib.Path, n: int, size=(480, 640), landmark_files=True, seed=0):
+  """n warped astronaut photos (JPEG, size (H, W)), with `.pts` files when `landmark_files`."""
+  from PIL import Image
+  from skimage import data
+
+  from data_pipelines.alignment import warp_affine
+  from data_pipelines.detection import FaceDetector
+  from data_pipelines.landmarks import write_pts
+  folder.mkdir(parents=True, exist_ok=True)
+  img = data.astronaut()
+  det = FaceDetector()
+  lm = det.landmarks(img, det.detect(img)[0].box)
+  rng = np.random.default_rng(seed)
+  h, w = size
+  for i in range(n):
+    angle = np.radians(rng.uniform(-15, 15))
+    s = rng.uniform(0.9, 1.6)
+    a = s * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    b = np.array([w / 2, h / 2]) + rng.uniform(-60, 60, 2) - a @ np.array([220.0, 120.0])
+    m = np.concatenate([a, b[:, None]], 1)
+    p = folder / f"p{i:05d}.jpg"
+    Image.fromarray(warp_affine(img, m, (h, w))).save(p, quality=92)
+    if landmark_files:
+      write_pts(p.with_suffix(".pts"), lm @ a.T + b)
+  return sorted(folder.glob("*.jpg"))
+
+
+def bench_pipeline(path, workers: int, batches: int, warmup: int = 5) -> float:
+  from configs.data import get_data_config
+  from data_pipelines.pipeline import make_pipeline
+  cfg = get_data_config()
+  cfg.global_batch_size = 32
+  it = iter(make_pipeline(path, cfg, worker_count=workers))
+  try:
+    for _ in range(warmup):
+      next(it)
+    t = time.perf_counter()
+    for _ in range(batches):
+      b = next(it)
+      assert b["image"].shape == (32, 224, 224, 3)
+    return batches * 32 / (time.perf_counter() - t)
+  finally:
+    if hasattr(it, "close"):
+      it.close()
+
+
+def bench_detection(photos, detector: str) -> float:
+  from data_pipelines.faces import FacePreprocessor
+  pre = FacePreprocessor(detector, use_landmark_files=False)
+  pre.process(photos[0])                      # load models, warm up
+  t = time.perf_counter()
+  n = 0
+  for p in photos:
+    n += len(pre.process(p))
+  assert n == len(photos)
+  return len(photos) / (time.perf_counter() - t)
+
+
+def bench_prepare(folder, out, workers: int) -> float:
+  from data_pipelines.tfds_builders import MsmaFaceImages, build
+  b = MsmaFaceImages(source_dir=folder, data_dir=out, num_workers=workers, progress=False,
+                     use_landmark_files=False)
+  t = time.perf_counter()
+  build(b, overwrite=True)
+  dt = time.perf_counter() - t
+  assert b.summary.faces == b.summary.images
+  return b.summary.images / dt
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--records", type=int, default=512)
+  ap.add_argument("--batches", type=int, default=40, help="timed batches of 32 per setting")
+  ap.add_argument("--photos", type=int, default=24, help="raw photos for detection timing")
+  ap.add_argument("--cnn", type=int, default=3, help="photos for the CNN detector (0 = skip)")
+  args = ap.parse_args(argv)
+  import logging
+  logging.getLogger("absl").setLevel(logging.ERROR)
+  from data_pipelines.tfds_builders import MsmaFaceImages, build
+
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    tmp = pathlib.Path(tmp)
+    _photos(tmp / "prep", args.records, size=(360, 360))
+    b = MsmaFaceImages(source_dir=tmp / "prep", data_dir=tmp / "data", progress=False)
+    path = build(b)
+    size_mb = sum(f.stat().st_size for f in path.glob("*.array_record*")) / 2**20
+    for w in (0, 2):
+      rows.append((f"training pipeline, prepared ArrayRecord, {w} workers", "batch 32",
+                   bench_pipeline(path, w, args.batches)))
+    raw = _photos(tmp / "raw", args.photos, landmark_files=False, seed=1)
+    rows.append(("detect + align + skin mask, HOG (1 process)", "640x480 JPEG",
+                 bench_detection(raw, "hog")))
+    if args.cnn:
+      rows.append(("detect + align + skin mask, CNN (1 process)", "640x480 JPEG",
+                   bench_detection(raw[: args.cnn + 1], "cnn")))
+    rows.append(("prepare-data (HOG, 2 detection workers, writes ArrayRecord)", "640x480 JPEG",
+                 bench_prepare(tmp / "raw", tmp / "data2", 2)))
+
+  load = os.getloadavg()
+  print(f"# bench_data  {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}; load average "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+  print(f"# prepared dataset: {args.records} records, {size_mb:.1f} MiB of ArrayRecord")
+  print("| what | input | images/s |")
+  print("| --- | --- | ---: |")
+  for what, inp, v in rows:
+    print(f"| {what} | {inp} | {v:,.1f} |")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
