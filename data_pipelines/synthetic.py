@@ -15,6 +15,7 @@ of random shapes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import cv2
 import numpy as np
@@ -149,16 +150,29 @@ def random_backgrounds(rng: np.random.Generator, n: int, size: int) -> np.ndarra
   return out
 
 
-def render_batch(face_model, flat: np.ndarray, camera, backgrounds: np.ndarray):
-  """Renders [n, total] coefficients over [n, H, W, 3] backgrounds with `render_face`.
-
-  Returns (image [n, H, W, 3] float32 in [0, 1], mask [n, H, W] coverage, landmarks [n, 68, 2]).
-  """
-  import jax.numpy as jnp
+@functools.lru_cache(maxsize=4)
+def _jitted_render(camera):
+  import jax
 
   from msma_jax.face_model import Coefficients
   from msma_jax.render import render_face
-  c = Coefficients.from_flat(jnp.asarray(flat, jnp.float32), face_model.sizes)
-  out = render_face(face_model, c, camera, background=jnp.asarray(backgrounds))
-  return (np.clip(np.asarray(out.image, np.float32), 0, 1), np.asarray(out.mask, np.float32),
-          np.asarray(out.landmarks_2d, np.float32))
+
+  @jax.jit
+  def render(face_model, flat, backgrounds):
+    c = Coefficients.from_flat(flat, face_model.sizes)
+    out = render_face(face_model, c, camera, background=backgrounds)
+    return out.image, out.mask, out.landmarks_2d
+  return render
+
+
+def render_batch(face_model, flat: np.ndarray, camera, backgrounds: np.ndarray):
+  """Renders [n, total] coefficients over [n, H, W, 3] backgrounds with `render_face` (jitted).
+
+  Returns (image [n, H, W, 3] float32 clipped to [0, 1], mask [n, H, W] coverage in [0, 1],
+  landmarks [n, 68, 2] pixels).
+  """
+  import jax.numpy as jnp
+  image, mask, landmarks = _jitted_render(camera)(
+      face_model, jnp.asarray(flat, jnp.float32), jnp.asarray(backgrounds, jnp.float32))
+  return (np.clip(np.asarray(image, np.float32), 0, 1), np.asarray(mask, np.float32),
+          np.asarray(landmarks, np.float32))

@@ -234,11 +234,13 @@ class MsmaSyntheticFaces(tfds.core.GeneratorBasedBuilder):
     if self.progress:
       from tqdm import tqdm
       bar = tqdm(total=self.num_examples, desc="synthetic faces", unit="img")
-    for start in range(0, self.num_examples, self.render_batch):
-      n = min(self.render_batch, self.num_examples - start)
-      flat = synthetic.sample_coefficients(fm, rng, n, self.options)
+    nb = self.render_batch
+    for start in range(0, self.num_examples, nb):
+      n = min(nb, self.num_examples - start)
+      # always nb faces per call (one compiled shape); a short last batch keeps its first n
+      flat = synthetic.sample_coefficients(fm, rng, nb, self.options)
       flat = synthetic.frame_faces(fm, flat, camera, rng, self.options)
-      backgrounds = synthetic.random_backgrounds(rng, n, self.crop_size)
+      backgrounds = synthetic.random_backgrounds(rng, nb, self.crop_size)
       images, masks, landmarks = synthetic.render_batch(fm, flat, camera, backgrounds)
       for j in range(n):
         i = start + j
