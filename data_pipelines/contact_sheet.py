@@ -1,8 +1,8 @@
 """A contact sheet of a prepared dataset: aligned crops with their landmarks and skin masks.
 
 Each tile shows a crop with its 68 landmarks (jaw, brows, nose, eyes, lips in different colours) and,
-to its right, the skin mask as an overlay (the crop tinted by P(skin), dark where not skin), so a
-user can check the alignment and the masks by eye.
+to its right, the skin mask (white = P(skin) 1, black = 0), so a user can check the alignment and the
+masks by eye.
 """
 from __future__ import annotations
 
@@ -22,18 +22,15 @@ _GROUPS = [(range(0, 17), (255, 200, 0)), (range(17, 27), (255, 120, 0)),
 def draw_tile(image: np.ndarray, landmarks: np.ndarray, skin_mask: np.ndarray,
               panel: int = 160) -> np.ndarray:
   """uint8 RGB crop [S, S, 3], landmarks [68, 2] (crop pixels), uint8 mask [S, S] ->
-  uint8 [panel, 2 * panel, 3] (crop + landmarks | skin overlay)."""
+  uint8 [panel, 2 * panel, 3] (crop + landmarks | skin mask)."""
   s = image.shape[0]
   f = panel / s
   crop = cv2.resize(image, (panel, panel), interpolation=cv2.INTER_AREA)
   for idx, colour in _GROUPS:
     for x, y in np.asarray(landmarks)[list(idx)] * f - 0.5:
       cv2.circle(crop, (int(round(x * 16)), int(round(y * 16))), 24, colour, -1, cv2.LINE_AA, 4)
-  m = cv2.resize(skin_mask, (panel, panel), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
-  base = cv2.resize(image, (panel, panel), interpolation=cv2.INTER_AREA).astype(np.float32)
-  overlay = base * (0.25 + 0.75 * m[..., None]) * (1 - 0.35 * m[..., None]) \
-      + np.array([255.0, 90.0, 60.0]) * 0.35 * m[..., None]
-  return np.concatenate([crop, np.clip(overlay, 0, 255).astype(np.uint8)], axis=1)
+  m = cv2.resize(np.asarray(skin_mask, np.uint8), (panel, panel), interpolation=cv2.INTER_AREA)
+  return np.concatenate([crop, np.repeat(m[..., None], 3, axis=-1)], axis=1)
 
 
 def contact_sheet(source, count: int = 16, columns: int = 4, panel: int = 160,

@@ -59,7 +59,7 @@ def sample_coefficients(face_model, rng: np.random.Generator, n: int,
   c[:, sl["angle"]] = rng.uniform(-1, 1, size=(n, 3)) * limits
   gamma = np.zeros((n, 3, 9))
   ls = options.light_scale
-  ambient = rng.uniform(-0.25, 0.35, size=(n, 1))
+  ambient = rng.uniform(-0.15, 0.3, size=(n, 1))
   tint = rng.normal(scale=0.04, size=(n, 3))
   gamma[:, :, 0] = ambient + tint * ls
   direction = rng.normal(size=(n, 1, 3)) * np.array([0.25, 0.2, 0.15]) * ls
