@@ -11,7 +11,7 @@ def get_data_config() -> ml_collections.ConfigDict:
   # Prepared dataset: the folder `msma-jax prepare-data` printed (or DATA_DIR/<dataset name>).
   c.path = "data/msma_face_images"
   c.split = "train"
-  c.image_size = 224
+  c.image_size = 224               # crop side of the prepared dataset (prepare-data writes 224)
 
   # Pipeline.
   c.global_batch_size = 32        # split evenly over JAX processes (ShardByJaxProcess)

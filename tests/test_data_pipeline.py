@@ -245,3 +245,54 @@ def test_colour_jitter_is_brightness_then_contrast_then_saturation():
   assert np.abs(out - want).max() <= 1.0
   assert np.abs(out - img).mean() > 5
   assert colour_jitter(img, rng, AugmentOptions(brightness=0, contrast=0, saturation=0)) is img
+
+
+_PROCESS = """
+import json, sys
+import jax
+pid, port, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=pid)
+import numpy as np
+sys.path.insert(0, ".")
+from configs.data import get_data_config
+from data_pipelines.device import data_mesh, to_device
+from data_pipelines.pipeline import make_dataset, process_shard
+cfg = get_data_config()
+cfg.global_batch_size = 4
+ds = make_dataset(path, cfg)                                  # this process's shard, batches of 2
+epoch = [int(i) for b in range(6) for i in ds[b]["index"]]    # 24 records / 2 processes / 2
+batch = ds[0]
+out = to_device({"index": batch["index"], "image": batch["image"]}, data_mesh())
+local = sorted(int(v) for s in out["index"].addressable_shards for v in np.asarray(s.data))
+print(json.dumps({"shard": [process_shard().shard_index, process_shard().shard_count],
+                  "epoch": epoch, "global": list(out["image"].shape), "local": local,
+                  "batch": [int(i) for i in batch["index"]]}))
+jax.distributed.shutdown()
+"""
+
+
+def test_two_jax_processes_get_disjoint_shards_and_one_global_batch(dataset, tmp_path):
+  """Two real JAX processes (2 CPU devices each): ShardByJaxProcess splits the records, and
+  make_array_from_process_local_data joins the two local batches into one global batch."""
+  import json
+  import os
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = str(s.getsockname()[1])
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "JAX_PLATFORMS": "cpu"}
+  root = pathlib.Path(__file__).parent.parent
+  procs = [subprocess.Popen([sys.executable, "-c", _PROCESS, str(pid), port, str(dataset)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=root) for pid in (0, 1)]
+  outs = []
+  for p in procs:
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    outs.append(json.loads(out.strip().splitlines()[-1]))
+  assert [o["shard"] for o in outs] == [[0, 2], [1, 2]]
+  e0, e1 = set(outs[0]["epoch"]), set(outs[1]["epoch"])
+  assert len(e0) == len(e1) == 12 and not e0 & e1 and e0 | e1 == set(range(N_RECORDS))
+  assert all(o["global"] == [4, 224, 224, 3] for o in outs)
+  assert [o["local"] for o in outs] == [sorted(o["batch"]) for o in outs]
