@@ -6,7 +6,7 @@ from PIL import Image
 
 from data_pipelines import alignment, landmarks
 from data_pipelines.alignment import AlignTransform, Aligner, fit_alignment, warp_to_crop
-from data_pipelines.faces import FacePreprocessor, SkipImage
+from data_pipelines.faces import FacePreprocessor
 from data_pipelines.landmarks import FLIP_PERMUTATION, flip_landmarks, five_points
 
 

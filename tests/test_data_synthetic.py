@@ -10,7 +10,6 @@ import pytest
 
 from data_pipelines import synthetic
 from data_pipelines.alignment import Aligner
-from data_pipelines.landmarks import five_points
 
 
 def test_sampled_coefficients_follow_the_options(embedded):
