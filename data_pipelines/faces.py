@@ -37,6 +37,9 @@ class SkipImage(Exception):
     assert reason in SKIP_REASONS, reason
     self.reason = reason
 
+  def __reduce__(self):   # picklable: results come back from detection worker processes
+    return (SkipImage, (self.reason, str(self)))
+
 
 @dataclasses.dataclass
 class AlignedFace:

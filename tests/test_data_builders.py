@@ -123,7 +123,7 @@ def test_raw_300w_lp_and_aflw2000_layouts(tmp_path, rng):
   # built into msma_face_images with the annotation's landmarks (no detection) and the pose
   from data_pipelines.tfds_builders import MsmaFaceImages, build, load_prepared
   b = MsmaFaceImages(source_dir=tmp_path / "300W_LP", layout="300w_lp", data_dir=tmp_path / "d",
-                     progress=False)
+                     progress=False, num_workers=2)           # through the worker-process path
   src = load_prepared(build(b))
   assert b.summary.to_dict()["skipped"]["bad_landmarks"] == 1 and len(src) == 2
   recs = {src[i]["key"].decode(): src[i] for i in range(2)}
