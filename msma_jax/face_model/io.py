@@ -131,6 +131,8 @@ def _make(arrays: dict[str, np.ndarray], *, source, **meta) -> FaceModel:
   out = {k: jnp.asarray(arrays[k], jnp.float32)
          for k in ("mean_shape", "id_basis", "exp_basis", "mean_albedo", "tex_basis", "skin_mask")}
   out["triangles"] = jnp.asarray(tri, jnp.int32)
+  from msma_jax.render.antialias import triangle_neighbors
+  out["triangle_neighbors"] = jnp.asarray(triangle_neighbors(tri), jnp.int32)
   out["landmark_indices"] = jnp.asarray(lm, jnp.int32)
   out["face_mask"] = jnp.asarray(arrays["face_mask"], bool)
   if arrays.get("uv") is not None:

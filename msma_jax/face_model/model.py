@@ -45,6 +45,8 @@ class FaceModel:
     face_mask        [V] bool      front-face region (evaluation crop)
     uv               [V, 2] or None  texture coordinates in [0, 1], v grows downward
     symmetry         [V] int32 or None  mirror vertex (an involution)
+    triangle_neighbors [F, 3] int32 or None  triangle across the edge opposite each vertex (-1 at
+                     a boundary); derived at load time, used by antialiasing
   """
   mean_shape: jax.Array
   id_basis: jax.Array
@@ -57,6 +59,7 @@ class FaceModel:
   face_mask: jax.Array
   uv: Optional[jax.Array] = None
   symmetry: Optional[jax.Array] = None
+  triangle_neighbors: Optional[jax.Array] = None
   name: str = struct.field(pytree_node=False, default="face_model")
   unit: str = struct.field(pytree_node=False, default="mm")
   unit_in_mm: float = struct.field(pytree_node=False, default=1.0)
