@@ -7,7 +7,11 @@
    quick), then times the training pipeline (ArrayRecord read + JPEG/PNG decode + shift/scale/rotate/
    flip + colour jitter + float conversion + batching of 32) with 0 and 2 Grain worker processes.
 2. Times detection + 68 landmarks + alignment + skin mask from raw 640x480 JPEG photos (dlib HOG,
-   upsample 1; optionally the CNN detector), one process, and `prepare-data` with 2 worker processes.
+   upsample 1; optionally the CNN detector), one process, and `prepare-data` end to end with 2
+   detection worker processes.
+
+"CPU ms / image" adds the CPU time of the main process and its worker processes over the timed
+window, a figure that the machine's other load does not change much (images/s does).
 
 Prints a table (images/s). Needs scikit-image (the test extra).
 """
@@ -118,6 +122,8 @@ def main(argv=None) -> int:
   ap.add_argument("--records", type=int, default=512)
   ap.add_argument("--batches", type=int, default=40, help="timed batches of 32 per setting")
   ap.add_argument("--photos", type=int, default=24, help="raw photos for detection timing")
+  ap.add_argument("--prepare-photos", type=int, default=80,
+                  help="raw photos for the end-to-end prepare-data timing")
   ap.add_argument("--cnn", type=int, default=3, help="photos for the CNN detector (0 = skip)")
   args = ap.parse_args(argv)
   import logging
@@ -140,8 +146,10 @@ def main(argv=None) -> int:
     if args.cnn:
       rows.append(("detect + align + skin mask, CNN (1 process)", "640x480 JPEG",
                    bench_detection(raw[: args.cnn + 1], "cnn")))
-    rows.append(("prepare-data (HOG, 2 detection workers, writes ArrayRecord)", "640x480 JPEG",
-                 bench_prepare(tmp / "raw", tmp / "data2", 2)))
+    _photos(tmp / "raw2", args.prepare_photos, landmark_files=False, seed=2)
+    rows.append((f"prepare-data end to end, {args.prepare_photos} photos (HOG, 2 detection "
+                 "workers incl. their start-up, writes ArrayRecord)", "640x480 JPEG",
+                 bench_prepare(tmp / "raw2", tmp / "data2", 2)))
 
   load = os.getloadavg()
   print(f"# bench_data  {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()}, "
