@@ -97,6 +97,11 @@ def _cmd_prepare_data(args) -> int:
   return 0
 
 
+def _cmd_train(args) -> int:
+  from msma_jax.train.main import run_train
+  return run_train(args.train_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="msma-jax", description="Single-image 3D face reconstruction (MSMA) in JAX/Flax.")
@@ -113,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("bfm_dir", help="folder holding the six input files")
   p.add_argument("--out", required=True, help="output file, .npz or .mat")
   p.set_defaults(func=_cmd_convert_bfm)
+
+  p = sub.add_parser(
+      "train", help="train the encoder (render-and-compare); see msma_jax/train/main.py",
+      description="msma-jax train --config configs/quickstart.py --workdir runs/quickstart "
+      "[--config.section.key=value ...] [--resume | --noresume]", add_help=False)
+  p.add_argument("train_args", nargs=argparse.REMAINDER)
+  p.set_defaults(func=_cmd_train)
 
   p = sub.add_parser("demo", help="render and export the mean face and random faces")
   p.add_argument("--out", default="outputs/demo", help="output folder (default: %(default)s)")
@@ -157,15 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
   parser = build_parser()
-  args = parser.parse_args(argv)
+  if argv[:1] == ["train"]:
+    # Everything after `train` belongs to the training flags (absl + ml_collections config flags);
+    # argparse would try to interpret the --config.* overrides itself.
+    args = argparse.Namespace(command="train", train_args=argv[1:], func=_cmd_train)
+  else:
+    args = parser.parse_args(argv)
   if not getattr(args, "func", None):
     parser.print_help()
     return 0
   from msma_jax.face_model import CoefficientError, FaceModelError
   try:
     return args.func(args)
-  except (FaceModelError, CoefficientError, FileNotFoundError, ValueError) as e:
+  except (FaceModelError, CoefficientError, FileNotFoundError, FileExistsError, ValueError) as e:
     print(f"msma-jax {args.command}: error: {e}", file=sys.stderr)
     return 2
 

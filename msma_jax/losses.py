@@ -106,16 +106,16 @@ IdentityFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 def compute_losses(face_model: FaceModel, coeffs: Coefficients, batch: dict,
                    camera: cam.Camera, config: ml_collections.ConfigDict, *,
                    identity_fn: Optional[IdentityFn] = None, batch_mode: str = "auto",
-                   ) -> tuple[jax.Array, dict[str, jax.Array], RenderOutput]:
+                   batch_axes=None) -> tuple[jax.Array, dict[str, jax.Array], RenderOutput]:
   """All loss terms for one batch.
 
   batch: `image` [B, H, W, 3] in [0, 1], `landmarks` [B, 68, 2] pixels, optional `skin_mask`
   [B, H, W] (default 1), optional `landmarks_valid` [B]. identity_fn(rendered, image, landmarks)
-  -> scalar, used when given and config.identity > 0.
+  -> scalar, used when given and config.identity > 0. batch_mode / batch_axes: see `render_face`.
   Returns (total, {term: unweighted value, ..., 'total': total}, render output).
   """
   image = batch["image"]
-  out = render_face(face_model, coeffs, camera, batch_mode=batch_mode)
+  out = render_face(face_model, coeffs, camera, batch_mode=batch_mode, batch_axes=batch_axes)
   skin = batch.get("skin_mask")
   mask = out.mask if skin is None else out.mask * skin
   _, albedo = face_model.decode(coeffs)

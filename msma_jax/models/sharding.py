@@ -38,6 +38,13 @@ def _fit(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> PartitionSp
   return PartitionSpec(*out)
 
 
+def state_shardings(state, mesh: Mesh):
+  """`NamedSharding` for every leaf of an NNX State (model or model + optimizer) from the partition
+  annotations its variables carry (optimizer moments inherit their parameter's annotation)."""
+  specs = nnx.get_partition_spec(state)
+  return jax.tree.map(lambda spec, v: NamedSharding(mesh, _fit(spec, v.shape, mesh)), specs, state)
+
+
 def param_shardings(model: nnx.Module, mesh: Mesh):
   """`NamedSharding` for every variable of `model` (a State tree), from its annotations."""
   state = nnx.state(model)

@@ -135,7 +135,7 @@ def _antialias_one(image, ids, depth, clip, triangles, neighbors):
 
 def antialias(image: jax.Array, fragments: Fragments, clip_vertices: jax.Array,
               triangles: jax.Array, neighbors: jax.Array, *,
-              batch_mode: BatchMode = "auto") -> jax.Array:
+              batch_mode: BatchMode = "auto", batch_axes=None) -> jax.Array:
   """Blends colours across silhouette edges; gradients reach the vertices through edge positions.
 
   image: [B, H, W, C] shaded image already composited over its background (append a coverage
@@ -149,4 +149,5 @@ def antialias(image: jax.Array, fragments: Fragments, clip_vertices: jax.Array,
   depth = jax.lax.stop_gradient(fragments.depth)
   neighbors = jnp.asarray(neighbors, jnp.int32)
   fn = lambda img, ids, d, c: _antialias_one(img, ids, d, c, triangles, neighbors)
-  return over_batch(fn, image, fragments.triangle_id, depth, clip_vertices, batch_mode=batch_mode)
+  return over_batch(fn, image, fragments.triangle_id, depth, clip_vertices, batch_mode=batch_mode,
+                    batch_axes=batch_axes)

@@ -8,7 +8,7 @@ from msma_jax.render.rasterize import BatchMode, Fragments, over_batch
 
 
 def interpolate(attributes: jax.Array, fragments: Fragments, triangles: jax.Array, *,
-                batch_mode: BatchMode = "auto") -> jax.Array:
+                batch_mode: BatchMode = "auto", batch_axes=None) -> jax.Array:
   """Per-pixel attribute values.
 
   attributes: [B, V, C] per-vertex attributes (or [V, C], shared by the batch).
@@ -18,10 +18,12 @@ def interpolate(attributes: jax.Array, fragments: Fragments, triangles: jax.Arra
   ids = fragments.triangle_id
   if attributes.ndim == 2:
     fn = lambda i, b: _interpolate_one(attributes, i, b, triangles)
-    return over_batch(fn, ids, fragments.barycentric, batch_mode=batch_mode)
+    return over_batch(fn, ids, fragments.barycentric, batch_mode=batch_mode,
+                      batch_axes=batch_axes)
   if attributes.ndim == 3 and attributes.shape[0] == ids.shape[0]:
     fn = lambda a, i, b: _interpolate_one(a, i, b, triangles)
-    return over_batch(fn, attributes, ids, fragments.barycentric, batch_mode=batch_mode)
+    return over_batch(fn, attributes, ids, fragments.barycentric, batch_mode=batch_mode,
+                      batch_axes=batch_axes)
   raise ValueError(f"interpolate: attributes must be [B, V, C] with B = {ids.shape[0]} or [V, C], "
                    f"got {attributes.shape}")
 

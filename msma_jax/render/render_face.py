@@ -53,7 +53,7 @@ def _background(background, shape, dtype):
 def render_face(face_model: FaceModel, coeffs: Coefficients, camera: cam.Camera, *,
                 background=None, antialias: bool = True, cull_backfaces: bool = True,
                 with_depth: bool = False, with_normals: bool = False,
-                batch_mode: BatchMode = "auto") -> RenderOutput:
+                batch_mode: BatchMode = "auto", batch_axes=None) -> RenderOutput:
   """Renders a batch of faces.
 
   face_model: the morphable model; coeffs: `Coefficients` with batch shape [B];
@@ -61,7 +61,8 @@ def render_face(face_model: FaceModel, coeffs: Coefficients, camera: cam.Camera,
   colour [3] or images [B, H, W, 3] in [0, 1]. antialias: silhouette antialiasing (gives the mask
   and image gradients with respect to the silhouette); cull_backfaces: skip triangles facing away.
   with_depth / with_normals: also return camera-depth and normal maps. batch_mode: how the
-  rasterizer batches images ("auto": loop on CPU, vmap on GPU/TPU; see `rasterize`).
+  rasterizer batches images ("auto": loop on CPU, vmap on GPU/TPU; see `rasterize`); batch_axes:
+  mesh axes the batch is sharded over, inside a jit under `jax.set_mesh` (see `over_batch`).
   """
   if coeffs.id.ndim != 2:
     raise ValueError(f"render_face: coefficients must have one batch axis [B, n], got "
@@ -73,13 +74,14 @@ def render_face(face_model: FaceModel, coeffs: Coefficients, camera: cam.Camera,
   colours = lighting.shade(albedo, normals, coeffs.gamma)
   clip = cam.to_clip(world, camera)
   frags = rasterize(clip, tris, camera.image_size, cull_backfaces=cull_backfaces,
-                    batch_mode=batch_mode)
+                    batch_mode=batch_mode, batch_axes=batch_axes)
   attrs = [colours]
   if with_depth:
     attrs.append(cam.depth(world, camera)[..., None])
   if with_normals:
     attrs.append(normals)
-  interp = interpolate(jnp.concatenate(attrs, -1), frags, tris, batch_mode=batch_mode)
+  interp = interpolate(jnp.concatenate(attrs, -1), frags, tris, batch_mode=batch_mode,
+                       batch_axes=batch_axes)
   covered = frags.mask[..., None].astype(interp.dtype)
   bg = _background(background, frags.triangle_id.shape, interp.dtype)
   image = interp[..., :3] * covered + bg * (1.0 - covered)
@@ -89,7 +91,7 @@ def render_face(face_model: FaceModel, coeffs: Coefficients, camera: cam.Camera,
     if neighbors is None:
       neighbors = jnp.asarray(triangle_neighbors(tris))
     aa = antialias_fn(jnp.concatenate([image, mask], -1), frags, clip, tris, neighbors,
-                      batch_mode=batch_mode)
+                      batch_mode=batch_mode, batch_axes=batch_axes)
     image, mask = aa[..., :3], aa[..., 3:]
   extra, k = {}, 3
   if with_depth:

@@ -1,0 +1,1 @@
+"""ml-collections configs: `get_config()` files for training, sections shared between them."""

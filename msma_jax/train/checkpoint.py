@@ -1,0 +1,127 @@
+"""Orbax checkpoints of a training run: model + optimizer state, step, Grain iterator, metadata.
+
+Two `CheckpointManager`s under `<workdir>/checkpoints`: `latest/` keeps the last
+`config.checkpoint.max_to_keep` checkpoints (periodic, final and preemption saves), `best/` keeps the
+one with the best eval metric (`config.checkpoint.best_metric`, `best_mode` min or max). Saves are
+asynchronous (training continues while arrays are written) and atomic (Orbax writes to a temporary
+directory and renames it when complete, so a run killed mid-save resumes from the previous one).
+
+Restoring reads the arrays directly into the current mesh's shardings, so a run can resume on a
+different number of devices. The data iterator state is per JAX process: resuming with the same
+process count continues the data stream exactly; with another count the data position restarts
+(a warning says so).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+from typing import Any, Optional
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+log = logging.getLogger(__name__)
+
+
+def _pure(state) -> dict:
+  return nnx.to_pure_dict(state)
+
+
+class Checkpointer:
+  def __init__(self, directory: str | pathlib.Path, config):
+    self.directory = pathlib.Path(directory).absolute()
+    self.best_metric = config.get("best_metric", "")
+    self.best_mode = config.get("best_mode", "min")
+    common = dict(enable_async_checkpointing=bool(config.get("async_save", True)), create=True)
+    self.latest = ocp.CheckpointManager(
+        self.directory / "latest",
+        options=ocp.CheckpointManagerOptions(max_to_keep=int(config.get("max_to_keep", 3)),
+                                             **common),
+        item_names=("state", "data", "meta"))
+    self.best = None
+    if self.best_metric:
+      self.best = ocp.CheckpointManager(
+          self.directory / "best",
+          options=ocp.CheckpointManagerOptions(
+              max_to_keep=1, best_fn=lambda m: float(m[self.best_metric]),
+              best_mode=self.best_mode, keep_checkpoints_without_metrics=False, **common),
+          item_names=("state", "data", "meta"))
+
+  # -- saving -------------------------------------------------------------------------------------
+  def _args(self, state, iterator, meta: dict):
+    return ocp.args.Composite(state=ocp.args.StandardSave(_pure(state)),
+                              data=grain.checkpoint.CheckpointSave(iterator),
+                              meta=ocp.args.JsonSave(meta))
+
+  def save(self, step: int, state, iterator, meta: dict, *, force: bool = False) -> bool:
+    """Periodic / final save into `latest/` (async)."""
+    return self.latest.save(step, args=self._args(state, iterator, {**meta, "step": step}),
+                            force=force)
+
+  def save_best(self, step: int, state, iterator, meta: dict, metrics: dict) -> bool:
+    """Offers an evaluated checkpoint to `best/` (kept only if its metric is the best so far)."""
+    if self.best is None or self.best_metric not in metrics:
+      return False
+    return self.best.save(step, args=self._args(state, iterator, {**meta, "step": step}),
+                          metrics={k: float(v) for k, v in metrics.items()})
+
+  def wait(self) -> None:
+    self.latest.wait_until_finished()
+    if self.best is not None:
+      self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.latest.close()
+    if self.best is not None:
+      self.best.close()
+
+  # -- restoring ----------------------------------------------------------------------------------
+  def latest_step(self) -> Optional[int]:
+    return self.latest.latest_step()
+
+  def restore(self, state_template, shardings, iterator, step: Optional[int] = None,
+              which: str = "latest") -> tuple[Any, dict]:
+    """Restores into the structure/shardings of `state_template` and, if possible, the iterator.
+
+    Returns (state, meta). `iterator` is updated in place.
+    """
+    mngr = self.latest if which == "latest" else self.best
+    step = mngr.latest_step() if step is None else step
+    if which == "best" and step is None and mngr is not None:
+      step = mngr.best_step()
+    if step is None:
+      raise FileNotFoundError(f"{mngr.directory}: no checkpoint to restore")
+    pure = _pure(state_template)
+    pure_shardings = _pure(shardings)
+    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          pure, pure_shardings)
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    meta = dict(restored.meta)
+    saved_processes = meta.get("process_count", jax.process_count())
+    if iterator is not None:
+      if saved_processes == jax.process_count():
+        mngr.restore(step, args=ocp.args.Composite(
+            data=grain.checkpoint.CheckpointRestore(iterator)))
+      else:
+        log.warning("checkpoint was written by %d processes, now %d: the data iterator restarts",
+                    saved_processes, jax.process_count())
+    state = jax.tree.map(lambda x: x, state_template)
+    nnx.replace_by_pure_dict(state, restored.state)
+    return state, meta
+
+
+def read_meta(checkpoint_dir: str | pathlib.Path) -> dict:
+  """The metadata of the newest checkpoint in `checkpoint_dir` (a `latest/` or `best/` folder, or a
+  step folder), without restoring arrays."""
+  p = pathlib.Path(checkpoint_dir)
+  candidates = [p / "meta" / "metadata"] + sorted(p.glob("*/meta/metadata"),
+                                                  key=lambda q: int(q.parent.parent.name)
+                                                  if q.parent.parent.name.isdigit() else -1)
+  for c in reversed(candidates):
+    if c.exists():
+      return json.loads(c.read_text())
+  raise FileNotFoundError(f"{p}: no msma-jax checkpoint metadata found")

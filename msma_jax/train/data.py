@@ -1,0 +1,71 @@
+"""Datasets of a training run: prepared folders, synthetic faces built on demand, eval batches."""
+from __future__ import annotations
+
+import logging
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+
+log = logging.getLogger(__name__)
+SYNTHETIC_NAME = "msma_synthetic_faces"
+
+
+def _synthetic_options(section):
+  from data_pipelines.synthetic import SyntheticOptions
+  s = section.get("synthetic", ml_collections.ConfigDict())
+  fields = SyntheticOptions.__dataclass_fields__
+  return SyntheticOptions(**{k: v for k, v in s.items() if k in fields})
+
+
+def ensure_dataset(section, face_model_name: str, image_size: int) -> pathlib.Path:
+  """The prepared dataset of a config section (`config.data` or `config.eval`).
+
+  With `synthetic_if_missing`, a missing dataset is rendered (msma_synthetic_faces) into
+  `section.path` first — by process 0, the others wait at a barrier.
+  """
+  from data_pipelines import tfds_builders
+  path = pathlib.Path(section.path).expanduser()
+  built = path / SYNTHETIC_NAME          # where a synthetic build under `path` lands
+  for candidate in (path, built):
+    try:
+      return tfds_builders.resolve_dataset_dir(candidate)
+    except tfds_builders.DatasetError:
+      pass
+  if not section.get("synthetic_if_missing", False):
+    tfds_builders.resolve_dataset_dir(path)   # raises the error naming the folder
+  synth = section.synthetic
+  if jax.process_index() == 0:
+    log.info("building synthetic dataset %s (%d faces)", path, synth.num_examples)
+    builder = tfds_builders.MsmaSyntheticFaces(
+        num_examples=int(synth.num_examples), seed=int(synth.seed), face_model=face_model_name,
+        crop_size=int(image_size), options=_synthetic_options(section), data_dir=str(path))
+    tfds_builders.build(builder)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"synthetic dataset {path}")
+  return tfds_builders.resolve_dataset_dir(built)
+
+
+def eval_batches(path: pathlib.Path, eval_config, image_size: int) -> list[dict]:
+  """The whole held-out split as host batches (no shuffling, no augmentation), kept in memory."""
+  from data_pipelines.pipeline import make_dataset
+  cfg = ml_collections.ConfigDict({
+      "split": eval_config.get("split", "train"), "shuffle": False, "num_epochs": 1, "seed": 0,
+      "global_batch_size": int(eval_config.batch_size),
+      "augment": {"enabled": False}})
+  ds = make_dataset(str(path), cfg)
+  batches = []
+  for b in ds:
+    b = dict(b)
+    b["image"] = b["image"].astype(np.float32) / 255.0
+    b["skin_mask"] = b["skin_mask"].astype(np.float32) / 255.0
+    batches.append(b)
+  if not batches:
+    raise ValueError(f"{path}: the eval split holds fewer faces than one batch of "
+                     f"{eval_config.batch_size}")
+  if batches[0]["image"].shape[1] != image_size:
+    raise ValueError(f"{path}: eval crops are {batches[0]['image'].shape[1]} px, the run trains at "
+                     f"{image_size} px (config.image_size)")
+  return batches

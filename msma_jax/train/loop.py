@@ -1,0 +1,171 @@
+"""The training run: one readable loop that composes the stages (it owns none of them).
+
+    config -> checks -> mesh -> datasets -> train state -> (resume) -> steps [log, eval, checkpoint]
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import signal
+import time
+from typing import Optional
+
+import jax
+import numpy as np
+
+from msma_jax import camera as cam
+from msma_jax.face_model import load_face_model
+from msma_jax.train import data as train_data
+from msma_jax.train.checkpoint import Checkpointer
+from msma_jax.train.config_checks import check_config
+from msma_jax.train.distributed import maybe_initialize_distributed
+from msma_jax.train.evaluator import Evaluator
+from msma_jax.train.mesh import batch_sharding, make_mesh
+from msma_jax.train.state import create_train_state
+from msma_jax.train.step import device_batch_keys, make_train_step
+from msma_jax.train.tracking import Tracker, image_panel
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RunResult:
+  workdir: pathlib.Path
+  final_step: int
+  interrupted: bool
+  eval_metrics: dict
+  skipped_steps: list
+  wall_seconds: float
+  wandb_dir: Optional[str]
+
+
+class _StopFlag:
+  """Set by SIGTERM/SIGINT (preemption): the loop saves a checkpoint and exits cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: rely on the caller
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.requested = True
+    log.warning("signal %d: saving a checkpoint and stopping", signum)
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+  def all_processes(self) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    from jax.experimental import multihost_utils
+    return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
+
+
+def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None) -> RunResult:
+  """Trains `config` in `workdir`. resume: True (must resume), False (must start fresh), None
+  (resume when `workdir` holds checkpoints)."""
+  t0 = time.perf_counter()
+  maybe_initialize_distributed(config.get("distributed"))
+  check_config(config)
+  workdir = pathlib.Path(workdir).absolute()
+  workdir.mkdir(parents=True, exist_ok=True)
+
+  face_model = load_face_model(config.face_model)
+  camera = cam.Camera.for_face_model(face_model, int(config.image_size))
+  mesh = make_mesh(config.mesh)
+  train_dir = train_data.ensure_dataset(config.data, config.face_model, int(config.image_size))
+  from data_pipelines.pipeline import make_pipeline
+  from data_pipelines.tfds_builders import load_prepared
+  source = load_prepared(train_dir, config.data.get("split", "train"))
+  steps_per_epoch = max(1, len(source) // int(config.data.global_batch_size))
+  total_steps = int(config.train.num_steps)
+  ts = create_train_state(config, face_model, mesh, total_steps, steps_per_epoch)
+  iterator = iter(make_pipeline(source, config.data))
+
+  ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint)
+  start = 0
+  have = ckpt.latest_step() is not None
+  if resume and not have:
+    raise FileNotFoundError(f"{workdir}: --resume given but no checkpoint found")
+  if have and resume is not False:
+    ts.state, meta = ckpt.restore(ts.state, ts.shardings, iterator)
+    start = int(meta["step"])
+  elif have and resume is False:
+    raise FileExistsError(f"{workdir} already holds checkpoints; resume or choose another workdir")
+
+  identity_fn = _identity_loss(config)
+  train_step = make_train_step(ts, face_model, camera, config, mesh, identity_fn)
+  evaluator = None
+  if config.eval.enabled:
+    eval_dir = train_data.ensure_dataset(config.eval, config.face_model, int(config.image_size))
+    evaluator = Evaluator(train_data.eval_batches(eval_dir, config.eval, int(config.image_size)),
+                          ts, face_model, camera, config, mesh)
+  tracker = Tracker(workdir, config, total_steps, start)
+  meta = {"config": config.to_dict(), "process_count": jax.process_count(),
+          "face_model": config.face_model, "image_size": int(config.image_size),
+          "coefficient_sizes": list(face_model.sizes)}
+  sharding = batch_sharding(mesh)
+  from data_pipelines.device import to_device
+  t = config.train
+  eval_metrics, skipped, interrupted, step = {}, [], False, start
+
+  def run_eval(step):
+    nonlocal eval_metrics
+    eval_metrics, panel = evaluator(ts.state)
+    tracker.log(step, eval_metrics)
+    tracker.log_images(step, image_panel(*panel), "eval/panel")
+    ckpt.save_best(step, ts.state, iterator, meta, eval_metrics)
+
+  with _StopFlag() as stop, jax.set_mesh(mesh):
+    for step in range(start + 1, total_steps + 1):
+      batch = next(iterator)
+      device_batch = to_device(device_batch_keys(batch), sharding)
+      ts.state, metrics = train_step(ts.state, device_batch)
+      if int(metrics["train/skipped"]):
+        keys = np.asarray(batch.get("index", [])).tolist()
+        skipped.append({"step": step, "records": keys})
+        tracker.message(f"step {step}: non-finite loss or gradient, update skipped "
+                        f"(records {keys})")
+      if t.log_every and (step % t.log_every == 0 or step == total_steps):
+        metrics = jax.device_get(metrics)
+        metrics["train/learning_rate"] = float(ts.schedule(step - 1))
+        tracker.log(step, metrics)
+      if evaluator is not None and t.eval_every and step % t.eval_every == 0:
+        run_eval(step)
+      if t.checkpoint_every and step % t.checkpoint_every == 0:
+        ckpt.save(step, ts.state, iterator, meta)
+      tracker.advance(step)
+      if stop.all_processes():
+        ckpt.save(step, ts.state, iterator, meta, force=True)
+        interrupted = True
+        tracker.message(f"stopped at step {step}: checkpoint saved in {ckpt.directory}")
+        break
+    else:
+      if evaluator is not None and (not t.eval_every or total_steps % t.eval_every):
+        run_eval(total_steps)
+      ckpt.save(total_steps, ts.state, iterator, meta, force=True)
+  ckpt.wait()
+  ckpt.close()
+  wandb_dir = tracker.close()
+  return RunResult(workdir, step, interrupted, eval_metrics, skipped, time.perf_counter() - t0,
+                   wandb_dir)
+
+
+def _identity_loss(config):
+  name = config.loss.get("identity_network", "none")
+  if name == "none" or not config.loss.identity:
+    return None
+  from msma_jax.models.identity import make_identity_loss
+  loss = make_identity_loss(name)
+  params = loss.params
+  return lambda rendered, photos, landmarks: loss(params, rendered, photos, landmarks)

@@ -1,0 +1,95 @@
+"""One jitted training step and one evaluation step, with explicit shardings.
+
+train_step(state, batch) -> (state, metrics): encoder forward (batch norm in training mode), the
+losses of `msma_jax.losses` (rendering sharded over the batch's mesh axes), gradients, optimizer
+update. A step whose loss or gradient norm is not finite is skipped: the returned state is the input
+state (parameters, optimizer moments and batch-norm statistics unchanged) and `train/skipped` is 1.
+The input state is donated, so the update reuses its buffers.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from msma_jax import camera as cam
+from msma_jax.face_model import FaceModel
+from msma_jax.losses import compute_losses
+from msma_jax.train.mesh import DATA_AXES, batch_sharding, replicated
+
+# What the step reads from a batch (the pipeline also carries bookkeeping such as record indices).
+BATCH_KEYS = ("image", "landmarks", "skin_mask", "valid")
+
+
+def device_batch_keys(batch: dict) -> dict:
+  return {k: batch[k] for k in BATCH_KEYS if k in batch}
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def make_train_step(train_state, face_model: FaceModel, camera: cam.Camera, config, mesh: Mesh,
+                    identity_fn: Optional[Callable] = None):
+  graphdef = train_state.graphdef_train
+  loss_config = config.loss
+
+  def train_step(state, batch):
+    model, optimizer = nnx.merge(graphdef, state)
+
+    def loss_fn(model):
+      coeffs = model(batch["image"])
+      batch_for_loss = {**batch, "landmarks_valid": batch.get("valid")}
+      total, terms, _ = compute_losses(face_model, coeffs, batch_for_loss, camera, loss_config,
+                                       identity_fn=identity_fn, batch_axes=DATA_AXES)
+      return total, terms
+
+    (loss, terms), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    grad_norm = optax.global_norm(grads)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(grads)
+    optimizer.update(model, grads)
+    updated = nnx.state((model, optimizer))
+    # NaN/Inf guard: keep every array of the input state (including batch-norm statistics).
+    new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), updated, state)
+    metrics = {f"train/{k}": v for k, v in terms.items()}
+    metrics["train/grad_norm"] = grad_norm
+    metrics["train/skipped"] = (~ok).astype(jnp.int32)
+    return new_state, metrics
+
+  data = batch_sharding(mesh)
+  return jax.jit(train_step, donate_argnums=0,
+                 in_shardings=(train_state.shardings, data),
+                 out_shardings=(train_state.shardings, replicated(mesh)))
+
+
+def make_predict_fn(train_state, mesh: Mesh):
+  """state, images [B, H, W, 3] -> Coefficients (batch norm in inference mode)."""
+  graphdef = train_state.graphdef_eval
+
+  def predict(state, images):
+    model, _ = nnx.merge(graphdef, state)
+    return model(images)
+
+  return jax.jit(predict, in_shardings=(train_state.shardings, batch_sharding(mesh)),
+                 out_shardings=replicated(mesh))
+
+
+def make_eval_step(train_state, face_model: FaceModel, camera: cam.Camera, config, mesh: Mesh):
+  """state, batch -> (coefficients, rendered landmarks [B, 68, 2], loss terms, posed vertices)."""
+  graphdef = train_state.graphdef_eval
+
+  def eval_step(state, batch):
+    model, _ = nnx.merge(graphdef, state)
+    coeffs = model(batch["image"])
+    _, terms, out = compute_losses(face_model, coeffs, batch, camera, config.loss,
+                                   batch_axes=DATA_AXES)
+    return coeffs, out.landmarks_2d, terms
+
+  return jax.jit(eval_step, in_shardings=(train_state.shardings, batch_sharding(mesh)),
+                 out_shardings=replicated(mesh))
