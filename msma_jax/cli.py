@@ -102,6 +102,11 @@ def _cmd_train(args) -> int:
   return run_train(args.train_args)
 
 
+def _cmd_sweep(args) -> int:
+  from msma_jax.train.sweep import run_sweep
+  return run_sweep(args.sweep, dry_run=args.dry_run, extra=args.overrides)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="msma-jax", description="Single-image 3D face reconstruction (MSMA) in JAX/Flax.")
@@ -125,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
       "[--config.section.key=value ...] [--resume | --noresume]", add_help=False)
   p.add_argument("train_args", nargs=argparse.REMAINDER)
   p.set_defaults(func=_cmd_train)
+
+  p = sub.add_parser(
+      "sweep", help="run a W&B grid-sweep definition locally (configs/sweeps/*.yaml)",
+      description="Runs every grid point of a `wandb sweep` YAML with msma-jax train, one after "
+      "another; finished points are skipped; writes sweep_summary.md/.csv. Train flags for every "
+      "run may follow `--` (msma-jax sweep S.yaml -- --config.train.num_steps=100).")
+  p.add_argument("sweep", help="sweep YAML (configs/sweeps/ablations.yaml)")
+  p.add_argument("--dry-run", action="store_true", help="print the runs without starting them")
+  p.set_defaults(overrides=[])
+  p.set_defaults(func=_cmd_sweep)
 
   p = sub.add_parser("demo", help="render and export the mean face and random faces")
   p.add_argument("--out", default="outputs/demo", help="output folder (default: %(default)s)")
@@ -175,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     # Everything after `train` belongs to the training flags (absl + ml_collections config flags);
     # argparse would try to interpret the --config.* overrides itself.
     args = argparse.Namespace(command="train", train_args=argv[1:], func=_cmd_train)
+  elif argv[:1] == ["sweep"] and "--" in argv:
+    cut = argv.index("--")               # train flags for every run follow `--`
+    args = parser.parse_args(argv[:cut])
+    args.overrides = argv[cut + 1:]
   else:
     args = parser.parse_args(argv)
   if not getattr(args, "func", None):

@@ -10,7 +10,6 @@ and the same under `baseline/` for the mean face (all coefficients 0), computed 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from msma_jax import camera as cam
@@ -33,9 +32,13 @@ class Evaluator:
     loss_config = config.loss
 
     def terms_and_render(coeffs, batch):
+      # Everything the host needs comes back replicated (global over all processes' shards).
       _, terms, out = compute_losses(face_model, coeffs, batch, camera, loss_config,
                                      batch_axes=DATA_AXES)
-      return terms, out.landmarks_2d, out.image, out.mask, face_model.shape(coeffs)
+      gt_shape = (face_model.shape(Coefficients.from_flat(batch["coeffs"], face_model.sizes))
+                  if "coeffs" in batch else None)
+      return (terms, out.landmarks_2d, out.image, out.mask, face_model.shape(coeffs), gt_shape,
+              batch["landmarks"], batch["image"])
 
     self._terms = jax.jit(terms_and_render, out_shardings=replicated(mesh))
     self.baseline, _ = self._evaluate(
@@ -43,7 +46,10 @@ class Evaluator:
 
   def _device(self, batch: dict) -> dict:
     from data_pipelines.device import to_device
-    return to_device(device_batch_keys(batch), self.sharding)
+    keys = device_batch_keys(batch)
+    if "coeffs" in batch:
+      keys["coeffs"] = batch["coeffs"]
+    return to_device(keys, self.sharding)
 
   def _evaluate(self, predict, want_panel: bool = False):
     nme, photo, vert = [], [], []
@@ -53,16 +59,15 @@ class Evaluator:
         dev = self._device(batch)
         coeffs = predict(dev["image"])
         coeffs = jax.device_put(coeffs, replicated(self.mesh))
-        terms, lm, image, mask, shape = jax.device_get(self._terms(coeffs, dev))
-        nme.append(landmark_nme(lm, batch["landmarks"]))
+        (terms, lm, image, mask, shape, gt_shape, gt_lm, inputs) = jax.device_get(
+            self._terms(coeffs, dev))
+        nme.append(landmark_nme(lm, gt_lm))
         photo.append(float(terms["photometric"]))
-        if "coeffs" in batch:
-          gt = Coefficients.from_flat(jnp.asarray(batch["coeffs"]), self.fm.sizes)
-          gt_shape = np.asarray(jax.jit(self.fm.shape)(gt))
+        if gt_shape is not None:
           vert += [vertex_rmse(s, g, self.face_mask, align="rigid", unit_in_mm=self.fm.unit_in_mm)
                    for s, g in zip(shape, gt_shape)]
         if want_panel and i == 0:
-          panel = (batch["image"], image, mask, batch["landmarks"], lm)
+          panel = (inputs, image, mask, gt_lm, lm)
     out = {"landmark_nme": float(np.mean(np.concatenate(nme))), "photometric": float(np.mean(photo))}
     if vert:
       out["vertex_mm"] = float(np.mean(vert))

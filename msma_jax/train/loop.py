@@ -153,7 +153,8 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
     else:
       if evaluator is not None and (not t.eval_every or total_steps % t.eval_every):
         run_eval(total_steps)
-      ckpt.save(total_steps, ts.state, iterator, meta, force=True)
+      if ckpt.latest_step() != total_steps:
+        ckpt.save(total_steps, ts.state, iterator, meta, force=True)
   ckpt.wait()
   ckpt.close()
   wandb_dir = tracker.close()

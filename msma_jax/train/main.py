@@ -17,6 +17,17 @@ from absl import flags
 from ml_collections import config_flags
 
 
+def run_name_from_overrides(overrides: list[str]) -> str:
+  """A readable directory name from `--config.a.b.c=value` overrides: "b.c=value,...". The sweep
+  runner and `train` both derive it from all `--config.` overrides, so they agree."""
+  parts = []
+  for o in overrides:
+    key, _, value = o.lstrip("-").partition("=")
+    parts.append(f"{'.'.join(key.split('.')[-2:])}={value}")
+  name = ",".join(parts) or "base"
+  return "".join(ch if ch.isalnum() or ch in "=,._-" else "_" for ch in name)
+
+
 def parse_train_args(argv: list[str]):
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "training config file (configs/*.py[:arg])",
@@ -34,6 +45,9 @@ def parse_train_args(argv: list[str]):
     raise ValueError("--config is required (e.g. --config configs/quickstart.py)")
   if not fv.workdir:
     raise ValueError("--workdir is required (e.g. --workdir runs/quickstart)")
+  if "{run}" in fv.workdir:   # sweeps: one directory per combination of overrides
+    overrides = [a for a in argv if a.startswith("--config.")]
+    fv.workdir = fv.workdir.replace("{run}", run_name_from_overrides(overrides))
   return fv
 
 
@@ -58,7 +72,10 @@ def format_report(result) -> str:
 
 def run_train(argv: list[str]) -> int:
   fv = parse_train_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  logging.getLogger("msma_jax").setLevel(logging.INFO)
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)    # Orbax logs every save step at INFO
   from msma_jax.train.loop import train
   result = train(fv.config, fv.workdir, resume=fv.resume)
   (result.workdir / "report.json").write_text(json.dumps(

@@ -1,0 +1,251 @@
+"""Training: config errors, the NaN guard, and end-to-end runs in subprocesses (multi-device,
+multi-process, kill -9 / SIGTERM and resume, W&B offline).
+
+The runs share a tiny setup (ResNet-18 encoder, 32 x 32 synthetic faces, batch 8) and a persistent
+compilation cache, so runs with the same program compile once.
+"""
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from multidevice import run_with_devices
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = [
+    "--config", str(ROOT / "configs" / "quickstart.py") + ":r18",
+    "--config.image_size=32", "--config.model.fusion.width=16",
+    "--config.data.global_batch_size=8", "--config.eval.batch_size=8",
+    "--config.train.num_steps=6", "--config.train.log_every=1", "--config.train.eval_every=0",
+    "--config.train.checkpoint_every=2", "--config.train.progress=False",
+    "--config.optim.warmup_steps=0", "--config.optim.schedule=constant",
+    "--config.checkpoint.best_metric=", "--config.wandb.mode=disabled", "--noreport",
+]
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+  """Tiny synthetic train/eval datasets, built once through the real builder."""
+  root = tmp_path_factory.mktemp("data")
+  from msma_jax.train.data import ensure_dataset
+  import ml_collections
+  for name, n, seed in (("train", 24, 0), ("eval", 8, 7)):
+    section = ml_collections.ConfigDict({
+        "path": str(root / name), "synthetic_if_missing": True,
+        "synthetic": {"num_examples": n, "seed": seed, "max_yaw_deg": 30.0}})
+    ensure_dataset(section, "embedded", 32)
+  return root
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("jax_cache")
+
+
+def _env(cache_dir, devices=1):
+  return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+          "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+
+
+def _args(datasets, workdir, *extra):
+  return [sys.executable, "-m", "msma_jax.cli", "train", *TINY,
+          f"--config.data.path={datasets / 'train'}", f"--config.eval.path={datasets / 'eval'}",
+          "--config.eval.enabled=False", f"--workdir={workdir}", *extra]
+
+
+def _run(datasets, cache_dir, workdir, *extra, devices=1, check=True):
+  p = subprocess.run(_args(datasets, workdir, *extra), capture_output=True, text=True,
+                     env=_env(cache_dir, devices), timeout=900)
+  if check and p.returncode:
+    raise AssertionError(f"training run failed ({p.returncode}):\n{p.stderr[-4000:]}")
+  return p
+
+
+def _losses(workdir) -> dict[int, float]:
+  rows = [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+  return {r["step"]: r["train/total"] for r in rows if "train/total" in r}
+
+
+def _params(workdir, step=None) -> dict:
+  import orbax.checkpoint as ocp
+  latest = pathlib.Path(workdir) / "checkpoints" / "latest"
+  step = step or max(int(p.name) for p in latest.iterdir() if p.name.isdigit())
+  tree = ocp.StandardCheckpointer().restore(latest / str(step) / "state")
+  return {"/".join(map(str, k)): np.asarray(v) for k, v in
+          jax.tree_util.tree_flatten_with_path(tree)[0]
+          for k in [[getattr(e, "key", getattr(e, "idx", e)) for e in k]]}
+
+
+def _assert_same_params(a: dict, b: dict, rtol=1e-5, atol=1e-7):
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def reference(datasets, cache_dir, tmp_path_factory):
+  """An uninterrupted 6-step single-device run: the run every other test must reproduce."""
+  workdir = tmp_path_factory.mktemp("reference")
+  _run(datasets, cache_dir, workdir)
+  return workdir
+
+
+# ---- config errors (before any compilation) -----------------------------------------------------
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.model.backbone=resnet99", "config.model"),
+    ("--config.loss.landmark=heavy", "config.loss.landmark must be a number, got str 'heavy'"),
+    ("--config.data.path=/nonexistent/faces", "config.data.path: /nonexistent/faces does not exist"),
+    ("--config.optim.name=sgdx", "config.optim.name: unknown optimizer 'sgdx'"),
+])
+def test_bad_config_values_fail_fast(datasets, cache_dir, tmp_path, override, message):
+  extra = [override] + (["--config.data.synthetic_if_missing=False"] if "data.path" in override
+                        else [])
+  t = time.perf_counter()
+  p = _run(datasets, cache_dir, tmp_path / "w", *extra, check=False)
+  assert p.returncode == 2, p.stderr[-2000:]
+  last = p.stderr.strip().splitlines()[-1]
+  assert last.startswith("msma-jax train: error:") and message in last, last
+  assert time.perf_counter() - t < 60     # no compilation happened
+
+
+def test_batch_not_divisible_by_devices(datasets, cache_dir, tmp_path):
+  p = _run(datasets, cache_dir, tmp_path / "w", "--config.data.global_batch_size=12", devices=8,
+           check=False)
+  assert p.returncode == 2
+  assert "global_batch_size=12 is not divisible by the 8 devices" in p.stderr
+
+
+# ---- the NaN guard -------------------------------------------------------------------------------
+
+def test_nan_batch_is_skipped_and_state_kept(embedded):
+  from configs.quickstart import get_config
+  from msma_jax import camera as cam
+  from msma_jax.train.mesh import make_mesh
+  from msma_jax.train.state import create_train_state
+  from msma_jax.train.step import make_train_step
+  config = get_config("r18")
+  config.model.fusion.width = 16
+  mesh = make_mesh(config.mesh)
+  ts = create_train_state(config, embedded, mesh, 10, 10)
+  camera = cam.Camera.for_face_model(embedded, 32)
+  step = make_train_step(ts, embedded, camera, config, mesh)
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.uniform(size=(2, 32, 32, 3)), jnp.float32),
+           "landmarks": jnp.asarray(rng.uniform(8, 24, size=(2, 68, 2)), jnp.float32),
+           "skin_mask": jnp.ones((2, 32, 32)), "valid": jnp.ones((2,))}
+  before = jax.tree.map(np.asarray, ts.state)
+  bad = {**batch, "image": batch["image"].at[1, 3, 3, 0].set(jnp.nan)}
+  with jax.set_mesh(mesh):
+    state, metrics = step(ts.state, bad)
+    assert int(metrics["train/skipped"]) == 1
+    after = jax.tree.map(np.asarray, state)
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+      np.testing.assert_array_equal(a, b)
+    state, metrics = step(state, batch)
+  assert int(metrics["train/skipped"]) == 0
+  changed = [not np.array_equal(a, np.asarray(b))
+             for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state))]
+  assert any(changed)
+
+
+# ---- equivalence across devices and processes ----------------------------------------------------
+
+def test_eight_devices_data_and_fsdp_match_one_device(datasets, cache_dir, reference, tmp_path):
+  ref_losses, ref_params = _losses(reference), _params(reference)
+  for name, extra in (("dp", []), ("fsdp", ["--config.mesh.fsdp=2",
+                                           "--config.model.sharding.params=fsdp"])):
+    w = tmp_path / name
+    _run(datasets, cache_dir, w, *extra, devices=8)
+    losses = _losses(w)
+    assert losses.keys() == ref_losses.keys()
+    np.testing.assert_allclose([losses[k] for k in sorted(losses)],
+                               [ref_losses[k] for k in sorted(ref_losses)], rtol=1e-5)
+    _assert_same_params(_params(w), ref_params)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(datasets, cache_dir, reference, tmp_path):
+  """jax.distributed over localhost: 2 processes x 4 CPU devices == 1 process x 8 devices."""
+  single = tmp_path / "single"
+  _run(datasets, cache_dir, single, devices=8)
+  port = _free_port()
+  multi = tmp_path / "multi"
+  procs = [subprocess.Popen(
+      _args(datasets, multi, "--config.distributed.enabled=True",
+            f"--config.distributed.coordinator_address=localhost:{port}",
+            "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(cache_dir, 4))
+      for i in range(2)]
+  outs = [p.communicate(timeout=900) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-4000:]
+  a, b = _losses(single), _losses(multi)
+  np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(b)], rtol=1e-5)
+  _assert_same_params(_params(multi), _params(single))
+
+
+# ---- interruption and resumption -------------------------------------------------------------------
+
+def _wait_for(predicate, proc, timeout=600):
+  t = time.time()
+  while not predicate():
+    if proc.poll() is not None:
+      raise AssertionError(f"run ended early:\n{proc.stderr.read()[-3000:]}")
+    if time.time() - t > timeout:
+      proc.kill()
+      raise AssertionError("timed out")
+    time.sleep(0.2)
+
+
+def test_kill9_then_resume_equals_uninterrupted(datasets, cache_dir, reference, tmp_path):
+  w = tmp_path / "killed"
+  p = subprocess.Popen(_args(datasets, w), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, env=_env(cache_dir))
+  _wait_for(lambda: (w / "checkpoints" / "latest" / "4").exists(), p)
+  p.send_signal(signal.SIGKILL)
+  p.wait()
+  _run(datasets, cache_dir, w, "--resume")
+  _assert_same_params(_params(w), _params(reference))
+
+
+def test_sigterm_saves_and_exits_then_resumes(datasets, cache_dir, reference, tmp_path):
+  w = tmp_path / "term"
+  p = subprocess.Popen(_args(datasets, w, "--config.train.checkpoint_every=0"),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       env=_env(cache_dir))
+  _wait_for(lambda: len(_losses(w)) >= 2 if (w / "metrics.jsonl").exists() else False, p)
+  p.send_signal(signal.SIGTERM)
+  assert p.wait(timeout=300) == 0
+  report = json.loads((w / "report.json").read_text())
+  assert report["interrupted"] and 2 <= report["final_step"] < 6
+  assert (w / "checkpoints" / "latest" / str(report["final_step"])).exists()
+  _run(datasets, cache_dir, w)            # resumes automatically (checkpoints present)
+  _assert_same_params(_params(w), _params(reference))
+
+
+def test_wandb_offline_run_holds_metrics(datasets, cache_dir, tmp_path):
+  w = tmp_path / "wb"
+  _run(datasets, cache_dir, w, "--config.wandb.mode=offline", "--config.train.num_steps=2")
+  runs = list((w / "wandb").glob("offline-run-*"))
+  assert len(runs) == 1
+  summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
+  assert "train/total" in summary and "train/photometric" in summary
+  cfg = (runs[0] / "files" / "config.yaml").read_text()
+  assert "code_version" in cfg
