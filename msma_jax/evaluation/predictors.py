@@ -114,7 +114,7 @@ def resolve_predictor(spec, face_model: FaceModel) -> Predictor:
   if name == "oracle":
     raise PredictorError("predictor 'oracle' needs the benchmark's ground truth: use the synthetic "
                          "benchmark's --oracle option (or OraclePredictor in Python)")
-  if "." not in name or not arg:
+  if not arg:
     raise PredictorError(f"predictor {spec!r}: not a registered name ({', '.join(available_predictors())}) "
                          "nor 'package.module:factory[:ARG]'")
   attr, _, factory_arg = arg.partition(":")

@@ -150,14 +150,9 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
 def build_synthetic_set(face_model: FaceModel, *, per_cell: int = 8, seed: int = 0,
                         batch_size: int = 8, progress: bool = False) -> SyntheticSet:
   """Samples and renders the benchmark (deterministic; see the module docstring)."""
-  import jax
   import jax.numpy as jnp
-
-  from msma_jax.camera import Camera
-  from msma_jax.render import render_face
   coeffs, backgrounds, bins = synthetic_coefficients(face_model, per_cell, seed)
-  camera = Camera.for_face_model(face_model, IMAGE_SIZE)
-  render = jax.jit(lambda c, bg: render_face(face_model, c, camera, background=bg))
+  render = _renderer(face_model)
   flat = np.asarray(coeffs.to_flat())
   n = len(flat)
   images = np.zeros((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
@@ -172,6 +167,23 @@ def build_synthetic_set(face_model: FaceModel, *, per_cell: int = 8, seed: int =
     landmarks[idx] = np.asarray(out.landmarks_2d)[:len(idx)]
   return SyntheticSet(SYNTHETIC_VERSION, face_model.name, per_cell, seed, coeffs, images, landmarks,
                       bins, fingerprint(coeffs))
+
+
+_RENDERERS: dict[int, tuple] = {}
+
+
+def _renderer(face_model: FaceModel):
+  """One jitted render_face per face model object, so repeated builds compile once per process."""
+  import jax
+
+  from msma_jax.camera import Camera
+  from msma_jax.render import render_face
+  hit = _RENDERERS.get(id(face_model))
+  if hit is None or hit[0] is not face_model:
+    camera = Camera.for_face_model(face_model, IMAGE_SIZE)
+    hit = (face_model, jax.jit(lambda c, bg: render_face(face_model, c, camera, background=bg)))
+    _RENDERERS[id(face_model)] = hit
+  return hit[1]
 
 
 def _progress(items, enabled: bool, desc: str):
