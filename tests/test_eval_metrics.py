@@ -40,7 +40,8 @@ def test_aligned_vertex_errors_hand_values():
 
 def test_rigid_rmse_is_pose_invariant(embedded, rng):
   v = np.asarray(embedded.mean_shape, np.float64)
-  moved = Similarity(1.0, Rotation.from_rotvec([0.3, -0.2, 0.1]).as_matrix(), np.array([5., 6, 7])).apply(v)
+  pose = Similarity(1.0, Rotation.from_rotvec([0.3, -0.2, 0.1]).as_matrix(), np.array([5.0, 6, 7]))
+  moved = pose.apply(v)
   assert metrics.vertex_rmse(moved, v, np.asarray(embedded.face_mask)) < 1e-9
   noisy = v + rng.normal(size=v.shape)                 # N(0, 1) per coordinate: RMSE ≈ sqrt(3)
   assert metrics.vertex_rmse(noisy, v, align="none") == pytest.approx(np.sqrt(3), rel=0.03)
@@ -188,7 +189,8 @@ def test_predictors(embedded):
   np.testing.assert_array_equal(np.asarray(out.to_flat()), np.asarray(gt.to_flat())[::-1])
   with pytest.raises(PredictorError, match="not one of the images"):
     oracle(images + 0.5, lms)
-  register_predictor("test_half", lambda fm, arg: (lambda im, lm: Coefficients.zeros(fm.sizes, (len(im) // 2,))))
+  register_predictor("test_half",
+                     lambda fm, arg: lambda im, lm: Coefficients.zeros(fm.sizes, (len(im) // 2,)))
   with pytest.raises(PredictorError, match=r"returned batch \(1,\) for 3 images"):
     predict_checked(resolve_predictor("test_half", embedded), images, lms, embedded)
   with pytest.raises(PredictorError, match="not a registered name"):

@@ -72,7 +72,8 @@ def load_annotation(mat_path) -> tuple[np.ndarray, float]:
   except Exception as e:                                  # scipy raises several types
     raise AnnotationError(f"{mat_path}: unreadable .mat ({type(e).__name__}: {e})") from e
   if "pt3d_68" not in mat or "Pose_Para" not in mat:
-    raise AnnotationError(f"{mat_path}: missing keys {[k for k in ('pt3d_68', 'Pose_Para') if k not in mat]}")
+    missing = [k for k in ("pt3d_68", "Pose_Para") if k not in mat]
+    raise AnnotationError(f"{mat_path}: missing keys {missing}")
   pts = np.asarray(mat["pt3d_68"], np.float64)
   pose = np.asarray(mat["Pose_Para"], np.float64).reshape(-1)
   if pts.shape != (3, 68) or len(pose) < 3 or not np.all(np.isfinite(pts)):
@@ -96,7 +97,6 @@ def load_sample(jpg_path) -> Sample:
 
 def reference_box(face_model: FaceModel) -> tuple[np.ndarray, float]:
   """(centre [2], size) of the mean face's projected landmarks in the model's default 224 crop."""
-  import jax.numpy as jnp
 
   from msma_jax import camera as cam
   camera = cam.Camera.for_face_model(face_model, CROP_SIZE)
@@ -123,7 +123,6 @@ def cut_crop(image, k: float, shift) -> np.ndarray:
 
 def predicted_landmarks(face_model: FaceModel, coeffs) -> np.ndarray:
   """[B, 68, 3] crop pixels: projected x, y and z = posed model z · focal / distance."""
-  import jax.numpy as jnp
 
   from msma_jax import camera as cam
   camera = cam.Camera.for_face_model(face_model, CROP_SIZE)
@@ -236,7 +235,8 @@ def run_aflw2000(out_dir, root, *, predictor="mean", face_model: FaceModel | str
                **{m: summarize([getattr(r, m) for r in results])["mean"] for m in bin_means}})
   for row in rows:
     if row["images"]:
-      report.add_metrics({f"{row['bin'].split(' (')[0].replace(' ', '_')}/{m}": row[m] for m in bin_means})
+      key = row["bin"].split(" (")[0].replace(" ", "_")
+      report.add_metrics({f"{key}/{m}": row[m] for m in bin_means})
   report.add_table("aflw2000", rows, ["bin", "images", "nme_2d_percent", "nme_3d_percent"],
                    caption=f"{pred.name}: 68-point NME (% of bounding-box size)")
   report.add_table("aflw2000_images", [dataclasses.asdict(r) for r in results],

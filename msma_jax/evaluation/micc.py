@@ -161,7 +161,7 @@ class SubjectResult:
   rmse_point_to_point_mm: float
   icp_scale: float
   icp_iterations: int
-  vertex_errors_mm: Optional[np.ndarray] = None     # [V] when the reconstruction has the model's topology
+  vertex_errors_mm: Optional[np.ndarray] = None     # [V] if the reconstruction has the model's topology
 
 
 def evaluate_subject(gt: GroundTruth, recon: Mesh, face_model: FaceModel, *, recon_unit_mm: float,
@@ -211,8 +211,8 @@ def evaluate_micc(dataset_root, recon_root, face_model: FaceModel, report, *,
   for s in settings:
     if s not in SETTINGS:
       raise ValueError(f"MICC setting {s!r} is not one of {', '.join(SETTINGS)}")
-  subjects = sorted({p.name for p in dataset_root.iterdir() if p.is_dir() and p.name.startswith("subject_")}
-                    | {p.name for p in recon_root.iterdir() if p.is_dir() and p.name.startswith("subject_")})
+  subjects = sorted({p.name for root in (dataset_root, recon_root) for p in root.iterdir()
+                     if p.is_dir() and p.name.startswith("subject_")})
   if not subjects:
     raise FileNotFoundError(f"{dataset_root}: no subject_XX folders (is this the MICC Florence root?)")
   results: list[SubjectResult] = []

@@ -30,8 +30,8 @@ from typing import Optional
 import numpy as np
 
 from msma_jax.evaluation.alignment import fit_similarity, icp
-from msma_jax.evaluation.meshes import (Mesh, MeshError, crop_sphere, load_landmarks_array, load_mesh,
-                                        load_pp)
+from msma_jax.evaluation.meshes import (Mesh, MeshError, crop_sphere, load_landmarks_array,
+                                        load_mesh, load_pp)
 from msma_jax.evaluation.metrics import summarize
 from msma_jax.evaluation.micc import has_model_topology, nanmean_rows
 from msma_jax.evaluation.surface import MeshSearch
