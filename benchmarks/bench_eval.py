@@ -62,7 +62,8 @@ def main() -> None:
     run_synthetic(tmp + "/warm", per_cell=1, progress=False, log=lambda m: None)   # warm the jits
     full, _ = timed(lambda: run_synthetic(tmp + "/full", per_cell=args.per_cell, oracle=True,
                                           progress=False, log=lambda m: None))
-  rows.append((f"`evaluate synthetic --oracle` ({n} faces, 3 predictors, report)", full, n / full))
+  rows.append((f"`run_synthetic(oracle=True)` after warm-up ({n} faces, mean face + oracle, "
+               "report)", full, n / full))
 
   v = np.asarray(fm.mean_shape, np.float64)
   f = np.asarray(fm.triangles)
