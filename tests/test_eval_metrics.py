@@ -173,10 +173,12 @@ def test_icp_point_to_point_and_rigid_modes(perturbed_face):
     icp(v, points[:3], source_triangles=f)
 
 
-def test_predictors(embedded):
+def test_predictors(embedded, monkeypatch):
+  from msma_jax.evaluation import predictors
   from msma_jax.evaluation.predictors import (MeanFacePredictor, OraclePredictor, PredictorError,
                                               predict_checked, register_predictor,
                                               resolve_predictor)
+  monkeypatch.setattr(predictors, "_REGISTRY", dict(predictors._REGISTRY))   # no leak to other tests
   from msma_jax.face_model import Coefficients
   images = np.random.default_rng(1).uniform(size=(3, 8, 8, 3)).astype(np.float32)
   lms = np.zeros((3, 68, 2), np.float32)
