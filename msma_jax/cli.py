@@ -105,6 +105,108 @@ def _cmd_train(args) -> int:
 def _cmd_sweep(args) -> int:
   from msma_jax.train.sweep import run_sweep
   return run_sweep(args.sweep, dry_run=args.dry_run, extra=args.overrides)
+def _cmd_evaluate(args) -> int:
+  """Runs one benchmark protocol; the report folder holds report.md, CSV tables and PNG figures."""
+  log_fn, run = None, None
+  if args.wandb:
+    import wandb
+    run = wandb.init(project=args.wandb, job_type="evaluation",
+                     config={k: str(v) for k, v in vars(args).items() if k != "func"})
+    log_fn = run
+  common = dict(face_model=args.face_model, progress=not args.no_progress, log_fn=log_fn)
+  try:
+    if args.protocol == "synthetic":
+      from msma_jax.evaluation.synthetic import run_synthetic
+      out = run_synthetic(args.out, predictor=args.predictor, per_cell=args.per_cell, seed=args.seed,
+                          oracle=args.oracle, batch_size=args.batch_size, **common)
+      for name, r in out["results"].items():
+        print(f"{name:24s} vertex RMSE {r['vertex_rmse_rigid_mm']:.2f} mm (rigid), "
+              f"{r['vertex_rmse_similarity_mm']:.2f} mm (similarity), 2D NME "
+              f"{r['nme_2d_percent']:.2f} %, pose {r['pose_error_deg']:.2f} deg")
+      print(f"{out['faces']} faces, set fingerprint {out['fingerprint']}")
+    elif args.protocol == "micc":
+      from msma_jax.evaluation.micc import run_micc
+      out = run_micc(args.out, args.dataset, args.reconstructions, settings=args.settings,
+                     landmarks_root=args.landmarks, scan_unit_mm=args.scan_unit_mm,
+                     recon_unit_mm=args.recon_unit_mm, crop_radius_mm=args.crop_radius_mm, **common)
+      for r in out["rows"]:
+        print(f"{r['setting']:20s} {r['mean_rmse_mm']:.2f} ± {r['std_mm']:.2f} mm "
+              f"({r['subjects']} subjects)")
+    elif args.protocol == "now":
+      from msma_jax.evaluation.now import run_now
+      out = run_now(args.out, args.dataset, args.predictions, image_list=args.image_list,
+                    challenge=args.challenge, scan_unit_mm=args.scan_unit_mm, **common)
+      for r in out["rows"]:
+        if r["images"]:
+          print(f"{r['challenge']:24s} median {r['median_mm']:.2f} mean {r['mean_mm']:.2f} "
+                f"std {r['std_mm']:.2f} mm ({r['images']} images)")
+    else:
+      from msma_jax.evaluation.aflw2000 import run_aflw2000
+      out = run_aflw2000(args.out, args.dataset, predictor=args.predictor,
+                         batch_size=args.batch_size, limit=args.limit, **common)
+      for r in out["rows"]:
+        print(f"{r['bin']:24s} NME 2D {r['nme_2d_percent']:.2f} %  3D {r['nme_3d_percent']:.2f} % "
+              f"({r['images']} images)")
+  finally:
+    if run is not None:
+      run.finish()
+  excluded = out.get("excluded") or {}
+  if excluded:
+    print("excluded: " + ", ".join(f"{n} {reason}" for reason, n in sorted(excluded.items())))
+  print(f"report: {out['report']}")
+  return 0
+
+
+def _add_evaluate_parser(sub) -> None:
+  p = sub.add_parser(
+      "evaluate", help="benchmark protocols: synthetic, MICC Florence, NoW, AFLW2000-3D",
+      description="Writes report.md, CSV tables and PNG figures (cumulative error curves, per-vertex "
+      "heat maps) to --out. Bad inputs (missing scans, other topologies, subjects without a "
+      "reconstruction) are excluded with one line each and counted in the report.")
+  proto = p.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
+
+  def common(q, predictor: bool):
+    q.add_argument("--out", required=True, help="report folder")
+    q.add_argument("--face-model", default="embedded", help="'embedded' or a face model file")
+    q.add_argument("--wandb", metavar="PROJECT", help="also log the numbers to a W&B run")
+    q.add_argument("--no-progress", action="store_true", help="no progress bars")
+    if predictor:
+      q.add_argument("--predictor", default="mean",
+                     help="'mean' (mean face), a registered NAME[:ARG], or 'package.module:factory"
+                     "[:ARG]' (default: %(default)s)")
+      q.add_argument("--batch-size", type=int, default=8)
+    q.set_defaults(func=_cmd_evaluate)
+
+  q = proto.add_parser("synthetic", help="rendered held-out set with ground truth (synthetic-v1)")
+  common(q, True)
+  q.add_argument("--per-cell", type=int, default=8, help="faces per yaw x expression x lighting cell")
+  q.add_argument("--seed", type=int, default=0)
+  q.add_argument("--oracle", action="store_true", help="add the ground-truth predictor (sanity row)")
+
+  q = proto.add_parser("micc", help="MICC Florence: per-video mean shapes vs scans")
+  q.add_argument("dataset", help="MICC Florence root (subject_XX/Model/frontal1/obj/*.obj)")
+  q.add_argument("reconstructions", help="RECON/subject_XX/<setting>/*.obj|ply or <setting>.obj|ply")
+  common(q, False)
+  q.add_argument("--landmarks", help="scan landmarks root (subject_XX/Model/frontal1/obj/*.ljson)")
+  q.add_argument("--settings", nargs="+", default=["Indoor-Cooperative", "PTZ-Indoor", "PTZ-Outdoor"])
+  q.add_argument("--crop-radius-mm", type=float, default=95.0)
+  q.add_argument("--scan-unit-mm", type=float, default=1.0)
+  q.add_argument("--recon-unit-mm", type=float, default=None,
+                 help="default: the face model's unit for its topology, else 1 (mm)")
+
+  q = proto.add_parser("now", help="NoW scan-to-mesh error")
+  q.add_argument("dataset", help="NoW root (scans/, scans_lmks_onlypp/, imagepathsvalidation.txt)")
+  q.add_argument("predictions", help="PRED/SUBJECT/CHALLENGE/IMAGE.obj|ply (+ .npy|.txt 7 landmarks)")
+  common(q, False)
+  q.add_argument("--image-list", help="default: DATASET/imagepathsvalidation.txt")
+  q.add_argument("--challenge", help="only one of multiview_neutral, multiview_expressions, "
+                 "multiview_occlusions, selfie")
+  q.add_argument("--scan-unit-mm", type=float, default=1.0)
+
+  q = proto.add_parser("aflw2000", help="AFLW2000-3D 68-point NME by yaw bin")
+  q.add_argument("dataset", help="folder of imageNNNNN.jpg + imageNNNNN.mat")
+  common(q, True)
+  q.add_argument("--limit", type=int, default=None, help="only the first N images")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--show-skipped", type=int, default=20, help="skip messages printed")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.set_defaults(func=_cmd_prepare_data)
+  _add_evaluate_parser(sub)
   return parser
 
 

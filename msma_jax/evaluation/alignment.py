@@ -44,7 +44,8 @@ class Similarity:
 
   def inverse(self) -> "Similarity":
     # x = (y - t) @ R / s for y = s · x @ R.T + t.
-    return Similarity(1.0 / self.scale, self.rotation.T, -(self.translation @ self.rotation) / self.scale)
+    s = self.scale
+    return Similarity(1.0 / s, self.rotation.T, -(self.translation @ self.rotation) / s)
 
   def matrix(self) -> np.ndarray:
     """[4, 4] homogeneous matrix acting on column vectors."""
@@ -127,7 +128,7 @@ def _point_to_plane_step(z, y, n, scale: bool) -> Similarity:
     rows.append(np.sum(zc * n, axis=1, keepdims=True))          # sigma (1)
   a = np.concatenate(rows, axis=1)
   b = np.sum((y - z) * n, axis=1)
-  x, *_ = np.linalg.lstsq(a, b, rcond=None)
+  x = np.linalg.solve(a.T @ a + 1e-12 * np.eye(a.shape[1]), a.T @ b)    # 6-7 unknowns: normal equations
   rot = rotation_from_vector(x[:3])
   s = 1.0 + (float(x[6]) if scale else 0.0)
   return Similarity(s, rot, c + x[3:6] - s * c @ rot.T)
@@ -135,8 +136,8 @@ def _point_to_plane_step(z, y, n, scale: bool) -> Similarity:
 
 def icp(source_vertices, target_points, *, source_triangles=None, init: Optional[Similarity] = None,
         scale: bool = True, method: Literal["point_to_plane", "point_to_point"] = "point_to_plane",
-        max_iterations: int = 100, tolerance: float = 1e-9, trim: float = 3.0,
-        max_points: int = 5000, seed: int = 0) -> IcpResult:
+        max_iterations: int = 50, tolerance: float = 1e-6, trim: float = 3.0,
+        max_points: int = 5000, seed: int = 0, patience: int = 4) -> IcpResult:
   """Iterative closest point aligning a source mesh (or cloud) to target points, isotropic scale.
 
   source_vertices [V, 3], source_triangles [F, 3] or None (then correspondences are the nearest
@@ -146,9 +147,10 @@ def icp(source_vertices, target_points, *, source_triangles=None, init: Optional
   where a scan crop reaches beyond the reconstruction). The update is either the Umeyama fit of the
   kept pairs (point_to_point) or a Gauss-Newton step on the distances to the source's tangent planes
   (point_to_plane, which converges in a few iterations where point-to-point crawls along the
-  surface). Stops when the update moves no point by more than `tolerance` x the target's extent, or
-  after `max_iterations`. At most `max_points` target points (a fixed random subset, `seed`) are used;
-  the caller measures errors on all of them.
+  surface). Stops when the update moves no point by more than `tolerance` x the target's extent,
+  when the RMSE has not improved (relative `tolerance`) for `patience` iterations (then the best
+  transform is returned), or after `max_iterations`. At most `max_points` target points (a fixed
+  random subset, `seed`) are used; the caller measures errors on all of them.
   """
   src = np.asarray(source_vertices, np.float64)
   tgt = np.asarray(target_points, np.float64)
@@ -169,6 +171,7 @@ def icp(source_vertices, target_points, *, source_triangles=None, init: Optional
     face_normals /= np.maximum(np.linalg.norm(face_normals, axis=1, keepdims=True), 1e-300)
   transform = init if init is not None else Similarity.identity()
   rmse, keep, converged, it = np.inf, np.ones(len(tgt), bool), False, 0
+  best, stalled = (np.inf, transform, 1.0), 0
   for it in range(1, max_iterations + 1):
     # Search in the source's own frame (its structures are built once): map targets back, match.
     closest_src, _, tri = search.closest(transform.inverse().apply(tgt))
@@ -178,6 +181,15 @@ def icp(source_vertices, target_points, *, source_triangles=None, init: Optional
     if keep.sum() < 7:
       keep = np.ones(len(tgt), bool)
     rmse = float(np.sqrt(np.mean(dist[keep] ** 2)))
+    # Between different shapes the matches can cycle among nearby triangles in steps far below
+    # any measurable error: stop when the RMSE has not improved for `patience` iterations.
+    if rmse < best[0] * (1.0 - tolerance):
+      best, stalled = (rmse, transform, float(keep.mean())), 0
+    else:
+      stalled += 1
+      if stalled >= patience:
+        converged = True
+        break
     if method == "point_to_plane":
       normals = transform.apply_vectors(face_normals[tri[keep]])
       new = _point_to_plane_step(matched[keep], tgt[keep], normals, scale).compose(transform)
@@ -188,4 +200,7 @@ def icp(source_vertices, target_points, *, source_triangles=None, init: Optional
     if moved <= tolerance * extent:
       converged = True
       break
+  if converged and stalled >= patience:
+    rmse, transform, fraction = best
+    return IcpResult(transform, rmse, it, converged, fraction)
   return IcpResult(transform, rmse, it, converged, float(keep.mean()))

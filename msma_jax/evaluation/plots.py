@@ -58,8 +58,8 @@ def render_vertex_colors(face_model: FaceModel, colors, *, yaw_deg: float = 0.0,
   from msma_jax import camera as cam
   shape = np.asarray(face_model.mean_shape, np.float64)
   angles = np.radians([0.0, yaw_deg, 0.0])
-  world = np.asarray(cam.rigid_transform(jnp.asarray(shape, jnp.float32), jnp.asarray(angles, jnp.float32),
-                                         jnp.zeros(3, jnp.float32)))
+  world = np.asarray(cam.rigid_transform(jnp.asarray(shape, jnp.float32),
+                                         jnp.asarray(angles, jnp.float32), jnp.zeros(3, jnp.float32)))
   normals = vertex_normals(world, np.asarray(face_model.triangles))
   light = np.array([0.3, 0.4, 1.0]) / np.linalg.norm([0.3, 0.4, 1.0])
   shade = 0.35 + 0.65 * np.clip(normals @ light, 0.0, 1.0)
@@ -91,11 +91,13 @@ def plot_vertex_heatmap(face_model: FaceModel, errors: dict[str, np.ndarray], pa
   """Per-vertex errors (each [V], NaN = no data, drawn grey) on the mean face, one row per label,
   frontal and 40° views, one shared colour scale (default: 95th percentile of all finite errors)."""
   plt = _pyplot()
-  from matplotlib import cm, colors as mcolors
+  from matplotlib import cm
+  from matplotlib import colors as mcolors
   finite = np.concatenate([np.asarray(e)[np.isfinite(e)] for e in errors.values()] + [np.zeros(1)])
   top = vmax or float(np.percentile(finite, 95)) or 1.0
   norm = mcolors.Normalize(0.0, top)
-  cmap = cm.get_cmap("inferno_r") if hasattr(cm, "get_cmap") else plt.get_cmap("inferno_r")
+  import matplotlib
+  cmap = matplotlib.colormaps["inferno_r"]
   n = len(errors)
   fig, axes = plt.subplots(n, 2, figsize=(6.4, 3.2 * n + 0.4), dpi=110, squeeze=False)
   for row, (label, e) in enumerate(errors.items()):
@@ -106,7 +108,8 @@ def plot_vertex_heatmap(face_model: FaceModel, errors: dict[str, np.ndarray], pa
     colors = np.where(np.isfinite(e)[:, None], cmap(norm(np.nan_to_num(e)))[:, :3], 0.75)
     for col, yaw in enumerate((0.0, 40.0)):
       ax = axes[row, col]
-      ax.imshow(np.clip(render_vertex_colors(face_model, colors, yaw_deg=yaw, image_size=image_size), 0, 1))
+      picture = render_vertex_colors(face_model, colors, yaw_deg=yaw, image_size=image_size)
+      ax.imshow(np.clip(picture, 0, 1))
       ax.set_axis_off()
       if col == 0:
         ax.set_title(label, fontsize=9, loc="left")
@@ -115,6 +118,6 @@ def plot_vertex_heatmap(face_model: FaceModel, errors: dict[str, np.ndarray], pa
   if title:
     fig.suptitle(title, fontsize=10)
   path = pathlib.Path(path)
-  fig.savefig(path)
+  fig.savefig(path, bbox_inches="tight")
   plt.close(fig)
   return path

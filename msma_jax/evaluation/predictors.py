@@ -105,7 +105,9 @@ def resolve_predictor(spec, face_model: FaceModel) -> Predictor:
   """A predictor from a spec: a predictor object / callable, "NAME[:ARG]" of a registered factory,
   or "package.module:factory[:ARG]" (imported, then called like a registered factory)."""
   if callable(spec):
-    return spec if hasattr(spec, "name") else FunctionPredictor(spec, getattr(spec, "__name__", "custom"))
+    if hasattr(spec, "name"):
+      return spec
+    return FunctionPredictor(spec, getattr(spec, "__name__", "custom"))
   if not isinstance(spec, str) or not spec:
     raise PredictorError(f"predictor: expected a name or 'module:factory', got {spec!r}")
   name, _, arg = spec.partition(":")
@@ -114,8 +116,9 @@ def resolve_predictor(spec, face_model: FaceModel) -> Predictor:
   if name == "oracle":
     raise PredictorError("predictor 'oracle' needs the benchmark's ground truth: use the synthetic "
                          "benchmark's --oracle option (or OraclePredictor in Python)")
-  if "." not in name or not arg:
-    raise PredictorError(f"predictor {spec!r}: not a registered name ({', '.join(available_predictors())}) "
+  if not arg:
+    names = ", ".join(available_predictors())
+    raise PredictorError(f"predictor {spec!r}: not a registered name ({names}) "
                          "nor 'package.module:factory[:ARG]'")
   attr, _, factory_arg = arg.partition(":")
   try:

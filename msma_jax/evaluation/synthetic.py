@@ -11,8 +11,9 @@ Version `synthetic-v1`. Faces are sampled cell by cell on the grid
 
 with `per_cell` faces per cell (default 8: 12 cells, 96 faces). Identity ~ N(0, 1), albedo
 ~ 0.8·N(0, 1), translation x, y ~ U(±10 mm), z ~ U(±50 mm), a uniform grey background U(0.2, 0.8).
-Sampling uses NumPy's PCG64 generator seeded with (seed, cell index), so every cell is the same
-whatever per_cell the others use, and the set is identical for a given (face model, per_cell, seed).
+Each face is drawn by its own NumPy PCG64 generator seeded with (seed, cell index, face index), so a
+larger per_cell keeps the smaller set's faces, and the set is identical for a given (face model,
+per_cell, seed).
 Images are rendered at 224x224 with `render_face` and clipped to [0, 1]; the ground-truth 2D
 landmarks are the projected landmark vertices. The coefficient fingerprint (SHA-1 of the float32
 coefficients) goes into every report so that results name exactly the set they were measured on.
@@ -29,7 +30,6 @@ import dataclasses
 import hashlib
 import math
 import time
-from typing import Optional, Sequence
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -119,10 +119,11 @@ def synthetic_coefficients(face_model: FaceModel, per_cell: int = 8, seed: int =
     raise ValueError(f"synthetic benchmark: per_cell must be >= 1, got {per_cell}")
   flats, bgs, bins = [], [], {"yaw": [], "expression": [], "lighting": []}
   for index, yr, e, li in synthetic_cells():
-    rng = np.random.Generator(np.random.PCG64([seed, index]))
-    flat, bg = _cell_coefficients(face_model, rng, per_cell, yr, e, li)
-    flats.append(flat)
-    bgs.append(bg)
+    for i in range(per_cell):
+      rng = np.random.Generator(np.random.PCG64([seed, index, i]))
+      flat, bg = _cell_coefficients(face_model, rng, 1, yr, e, li)
+      flats.append(flat)
+      bgs.append(bg)
     bins["yaw"] += [yaw_bin_name(*yr)] * per_cell
     bins["expression"] += [e] * per_cell
     bins["lighting"] += [li] * per_cell
@@ -132,7 +133,8 @@ def synthetic_coefficients(face_model: FaceModel, per_cell: int = 8, seed: int =
 
 
 def fingerprint(coeffs: Coefficients) -> str:
-  return hashlib.sha1(np.ascontiguousarray(np.asarray(coeffs.to_flat(), np.float32)).tobytes()).hexdigest()[:16]
+  data = np.ascontiguousarray(np.asarray(coeffs.to_flat(), np.float32)).tobytes()
+  return hashlib.sha1(data).hexdigest()[:16]
 
 
 def _batches(n: int, batch_size: int):
@@ -150,14 +152,9 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
 def build_synthetic_set(face_model: FaceModel, *, per_cell: int = 8, seed: int = 0,
                         batch_size: int = 8, progress: bool = False) -> SyntheticSet:
   """Samples and renders the benchmark (deterministic; see the module docstring)."""
-  import jax
   import jax.numpy as jnp
-
-  from msma_jax.camera import Camera
-  from msma_jax.render import render_face
   coeffs, backgrounds, bins = synthetic_coefficients(face_model, per_cell, seed)
-  camera = Camera.for_face_model(face_model, IMAGE_SIZE)
-  render = jax.jit(lambda c, bg: render_face(face_model, c, camera, background=bg))
+  render = _renderer(face_model)
   flat = np.asarray(coeffs.to_flat())
   n = len(flat)
   images = np.zeros((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
@@ -172,6 +169,23 @@ def build_synthetic_set(face_model: FaceModel, *, per_cell: int = 8, seed: int =
     landmarks[idx] = np.asarray(out.landmarks_2d)[:len(idx)]
   return SyntheticSet(SYNTHETIC_VERSION, face_model.name, per_cell, seed, coeffs, images, landmarks,
                       bins, fingerprint(coeffs))
+
+
+_RENDERERS: dict[int, tuple] = {}
+
+
+def _renderer(face_model: FaceModel):
+  """One jitted render_face per face model object, so repeated builds compile once per process."""
+  import jax
+
+  from msma_jax.camera import Camera
+  from msma_jax.render import render_face
+  hit = _RENDERERS.get(id(face_model))
+  if hit is None or hit[0] is not face_model:
+    camera = Camera.for_face_model(face_model, IMAGE_SIZE)
+    hit = (face_model, jax.jit(lambda c, bg: render_face(face_model, c, camera, background=bg)))
+    _RENDERERS[id(face_model)] = hit
+  return hit[1]
 
 
 def _progress(items, enabled: bool, desc: str):
@@ -214,7 +228,8 @@ def score_predictions(face_model: FaceModel, gt: Coefficients, pred: Coefficient
     rigid[i] = aligned_vertex_errors(pv[i], gv[i], mask, align="rigid") * face_model.unit_in_mm
     sim[i] = np.sqrt(np.mean(aligned_vertex_errors(pv[i], gv[i], mask, align="similarity")[mask] ** 2))
   camera = cam.Camera.for_face_model(face_model, IMAGE_SIZE)
-  world = cam.rigid_transform(face_model.landmarks_3d(jnp.asarray(pv, jnp.float32)), pred.angle, pred.trans)
+  world = cam.rigid_transform(face_model.landmarks_3d(jnp.asarray(pv, jnp.float32)), pred.angle,
+                              pred.trans)
   pred_lm = np.asarray(cam.project(world, camera))
   # R = Rz·Ry·Rx is SciPy's extrinsic "xyz"; magnitude() avoids arccos's loss of precision near 0.
   r_pred = Rotation.from_euler("xyz", np.asarray(pred.angle, np.float64))
@@ -314,7 +329,8 @@ def run_synthetic(out_dir, *, predictor="mean", face_model: FaceModel | str = "e
                                xlabel="2D landmark NME (% of bounding-box size)",
                                title=f"{dataset.version}: landmark NME")
   report.add_figure(nme, "cumulative distribution of the 2D landmark NME")
-  heat = plot_vertex_heatmap(fm, {r.name: r.vertex_errors_mm for r in results if r.name != OraclePredictor.name},
+  drawn = {r.name: r.vertex_errors_mm for r in results if r.name != OraclePredictor.name}
+  heat = plot_vertex_heatmap(fm, drawn,
                              report.out_dir / "synthetic_vertex_error.png",
                              title=f"{dataset.version}: mean per-vertex error (rigid alignment)")
   report.add_figure(heat, "mean per-vertex error on the mean face (mm; grey: outside the region)")
