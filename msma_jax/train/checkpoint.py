@@ -114,14 +114,71 @@ class Checkpointer:
     return state, meta
 
 
-def read_meta(checkpoint_dir: str | pathlib.Path) -> dict:
-  """The metadata of the newest checkpoint in `checkpoint_dir` (a `latest/` or `best/` folder, or a
-  step folder), without restoring arrays."""
-  p = pathlib.Path(checkpoint_dir)
-  candidates = [p / "meta" / "metadata"] + sorted(p.glob("*/meta/metadata"),
-                                                  key=lambda q: int(q.parent.parent.name)
-                                                  if q.parent.parent.name.isdigit() else -1)
-  for c in reversed(candidates):
-    if c.exists():
-      return json.loads(c.read_text())
-  raise FileNotFoundError(f"{p}: no msma-jax checkpoint metadata found")
+class CheckpointLoadError(ValueError):
+  """A checkpoint that cannot serve the requested use (the message names it)."""
+
+
+def find_checkpoint(path: str | pathlib.Path, which: str = "best") -> pathlib.Path:
+  """Resolves a run directory, its `checkpoints/`, a `latest/`/`best/` folder or a step folder to a
+  step folder. which: "best" (falls back to latest) or "latest"."""
+  p = pathlib.Path(path).expanduser()
+  if not p.exists():
+    raise CheckpointLoadError(f"{p}: checkpoint not found")
+  if (p / "state").is_dir() and (p / "meta").is_dir():
+    return p
+  for root in (p, p / "checkpoints"):
+    for name in ((which, "latest") if which == "best" else (which,)):
+      d = root / name
+      steps = sorted((int(s.name), s) for s in d.glob("*") if s.name.isdigit()
+                     and (s / "state").is_dir()) if d.is_dir() else []
+      if steps:
+        return steps[-1][1]
+  steps = sorted((int(s.name), s) for s in p.glob("*") if s.name.isdigit() and (s / "state").is_dir())
+  if steps:
+    return steps[-1][1]
+  raise CheckpointLoadError(f"{p}: no msma-jax checkpoint here (expected a run directory, "
+                            "checkpoints/{latest,best}/<step> or a step folder)")
+
+
+def load_model(path: str | pathlib.Path, *, which: str = "best", face_model=None):
+  """The trained encoder of a checkpoint, in inference mode, on the default device.
+
+  Returns (model, meta): meta holds the run's config dict, face model name, image size and
+  coefficient sizes. `face_model` (optional FaceModel) is checked against the checkpoint: a
+  checkpoint trained for another face model raises CheckpointLoadError naming both.
+  """
+  import ml_collections
+  from msma_jax.models import build_model
+  step_dir = find_checkpoint(path, which)
+  try:
+    meta = json.loads((step_dir / "meta" / "metadata").read_text())
+  except (OSError, ValueError) as e:
+    raise CheckpointLoadError(f"{step_dir}: unreadable checkpoint metadata ({e})") from e
+  sizes = tuple(meta.get("coefficient_sizes", ()))
+  if face_model is not None and sizes and tuple(face_model.sizes) != sizes:
+    raise CheckpointLoadError(
+        f"{step_dir}: trained for face model {meta.get('face_model')!r} with coefficient sizes "
+        f"{sizes}, not {face_model.name!r} {tuple(face_model.sizes)}")
+  config = ml_collections.ConfigDict(meta["config"])
+  from msma_jax.face_model import CoefficientSizes
+  from msma_jax.train.optim import make_optimizer
+  tx, _ = make_optimizer(config.optim, 1, 1)
+
+  def make():
+    model = build_model(config.model, CoefficientSizes(*sizes), seed=0)
+    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+  abstract_model, abstract_opt = nnx.eval_shape(make)
+  graphdef, abstract = nnx.split((abstract_model, abstract_opt))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                        _pure(abstract))
+  try:
+    pure = ocp.StandardCheckpointer().restore(step_dir / "state", target)
+  except Exception as e:  # a checkpoint whose arrays do not fit this config
+    raise CheckpointLoadError(f"{step_dir}: could not restore the encoder ({type(e).__name__}: "
+                              f"{e})") from e
+  nnx.replace_by_pure_dict(abstract, pure)
+  model, _ = nnx.merge(graphdef, abstract)
+  model.eval()
+  return model, meta
