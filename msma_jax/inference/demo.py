@@ -1,4 +1,4 @@
-"""The demo job: decode, light, project and draw the mean face and random faces; export meshes."""
+"""The demo job: render the mean face and random faces with the JAX rasterizer; export meshes."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,7 @@ from msma_jax import camera as cam
 from msma_jax import lighting
 from msma_jax.face_model import Coefficients, FaceModel, load_face_model
 from msma_jax.inference.export import save_coefficients, save_mesh
+from msma_jax.render import render_face
 
 
 def random_coefficients(face_model: FaceModel, key: jax.Array, batch: int, *,
@@ -37,21 +38,6 @@ def random_coefficients(face_model: FaceModel, key: jax.Array, batch: int, *,
       angle=angle, gamma=gamma.reshape(batch, 27), trans=jnp.zeros((batch, 3)))
 
 
-def draw_painter(pixels: np.ndarray, depth: np.ndarray, colors: np.ndarray, triangles: np.ndarray,
-                 image_size: int, background=(1.0, 1.0, 1.0)) -> np.ndarray:
-  """Preview drawing (painter's algorithm, far triangles first); float RGB [H, W, 3] in [0, 1]."""
-  img = np.empty((image_size, image_size, 3), np.float32)
-  img[:] = background
-  tri_depth = depth[triangles].mean(axis=1)
-  pts = pixels - 0.5  # pixel centres are at +0.5; OpenCV puts them at integers
-  for t in np.argsort(-tri_depth):
-    tri = triangles[t]
-    p = np.round(pts[tri] * 16).astype(np.int32)  # 4 bits of sub-pixel precision
-    color = np.clip(colors[tri].mean(axis=0), 0, 1)
-    cv2.fillConvexPoly(img, p, color.tolist(), lineType=cv2.LINE_AA, shift=4)
-  return img
-
-
 def draw_landmarks(img: np.ndarray, landmarks: np.ndarray, color=(0.1, 0.8, 0.1)) -> np.ndarray:
   out = img.copy()
   for x, y in landmarks - 0.5:
@@ -59,9 +45,20 @@ def draw_landmarks(img: np.ndarray, landmarks: np.ndarray, color=(0.1, 0.8, 0.1)
   return out
 
 
+def to_uint8(img: np.ndarray) -> np.ndarray:
+  """Float RGB in [0, 1] -> uint8 BGR for OpenCV."""
+  rgb = (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+  return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+
 def run_demo(out_dir: str | pathlib.Path, face_model: str = "embedded", num_random: int = 5,
              seed: int = 0, image_size: int = 224) -> dict:
-  """Writes PNG renders, OBJ/PLY meshes and coefficient files of the mean face and random faces."""
+  """Renders (pure-JAX rasterizer) and exports the mean face and random faces.
+
+  Writes per face: `<name>.png` (SH-shaded render on white), `<name>_mask.png`, OBJ/PLY meshes and
+  coefficient files (.npz, .mat with lm68 landmarks); and `faces.png`: one column per face with the
+  render, its coverage mask and its 68 projected landmarks.
+  """
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   fm = load_face_model(face_model)
@@ -69,35 +66,34 @@ def run_demo(out_dir: str | pathlib.Path, face_model: str = "embedded", num_rand
   coeffs = random_coefficients(fm, jax.random.key(seed), num_random)
   mean = fm.zero_coefficients((1,))
   coeffs = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), mean, coeffs)
-
-  @jax.jit
-  def forward(c):
-    vertices, albedo = fm.decode(c)
-    world = cam.rigid_transform(vertices, c.angle, c.trans)
-    normals = lighting.vertex_normals(world, fm.triangles)
-    colors = lighting.shade(albedo, normals, c.gamma)
-    return world, colors, cam.project(world, camera), cam.depth(world, camera)
-
-  world, colors, pixels, depth = map(np.asarray, forward(coeffs))
+  result = jax.jit(lambda c: render_face(fm, c, camera, background=jnp.ones(3)))(coeffs)
+  images, masks = np.asarray(result.image), np.asarray(result.mask)
+  landmarks, world = np.asarray(result.landmarks_2d), np.asarray(result.vertices)
+  colours = np.asarray(jax.jit(lambda c: _vertex_colours(fm, c))(coeffs))
   triangles = np.asarray(fm.triangles)
-  lm_idx = np.asarray(fm.landmark_indices)
-  tiles, written = [], []
-  for i in range(coeffs.id.shape[0]):
+  columns, written = [], []
+  for i in range(images.shape[0]):
     name = "mean_face" if i == 0 else f"random_{i:02d}"
-    img = draw_painter(pixels[i], depth[i], colors[i], triangles, image_size)
-    tiles.append(draw_landmarks(img, pixels[i][lm_idx]))
-    cv2.imwrite(str(out / f"{name}.png"), cv2.cvtColor((img * 255).round().astype(np.uint8),
-                                                       cv2.COLOR_RGB2BGR))
-    save_mesh(out / f"{name}.obj", world[i], triangles, colors[i])
-    save_mesh(out / f"{name}.ply", world[i], triangles, colors[i])
+    cv2.imwrite(str(out / f"{name}.png"), to_uint8(images[i]))
+    cv2.imwrite(str(out / f"{name}_mask.png"), to_uint8(np.repeat(masks[i][..., None], 3, -1)))
+    save_mesh(out / f"{name}.obj", world[i], triangles, colours[i])
+    save_mesh(out / f"{name}.ply", world[i], triangles, colours[i])
     one = jax.tree.map(lambda a: a[i], coeffs)
-    save_coefficients(out / f"{name}.npz", one, lm68=pixels[i][lm_idx])
-    save_coefficients(out / f"{name}.mat", one, lm68=pixels[i][lm_idx])
+    save_coefficients(out / f"{name}.npz", one, lm68=landmarks[i])
+    save_coefficients(out / f"{name}.mat", one, lm68=landmarks[i])
+    mask_rgb = np.repeat(masks[i][..., None], 3, -1)
+    lm_img = draw_landmarks(np.clip(images[i], 0, 1) * 0.6 + 0.4, landmarks[i])
+    columns.append(np.concatenate([images[i], mask_rgb, lm_img], axis=0))
     written.append(name)
-  sheet = np.concatenate(tiles, axis=1)
-  cv2.imwrite(str(out / "faces.png"), cv2.cvtColor((sheet * 255).round().astype(np.uint8),
-                                                  cv2.COLOR_RGB2BGR))
+  cv2.imwrite(str(out / "faces.png"), to_uint8(np.concatenate(columns, axis=1)))
   summary = {"face_model": fm.name, "faces": written, "image_size": image_size, "seed": seed,
              "out_dir": str(out)}
   (out / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary
+
+
+def _vertex_colours(fm: FaceModel, coeffs: Coefficients) -> jax.Array:
+  """[B, V, 3] SH-shaded vertex colours (for coloured mesh exports)."""
+  vertices, albedo = fm.decode(coeffs)
+  world = cam.rigid_transform(vertices, coeffs.angle, coeffs.trans)
+  return lighting.shade(albedo, lighting.vertex_normals(world, fm.triangles), coeffs.gamma)

@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from msma_jax.render.rasterize import Fragments, _edge_planes, _pixel_homogeneous
+from msma_jax.render.rasterize import (BatchMode, Fragments, _edge_planes, _gather_vertices,
+                                       _pixel_homogeneous, over_batch)
 
 
 def triangle_neighbors(triangles) -> np.ndarray:
@@ -49,75 +50,92 @@ def triangle_neighbors(triangles) -> np.ndarray:
 
 
 def _front_facing(clip: jax.Array, triangles: jax.Array) -> jax.Array:
-  """[B, V, 4] -> [B, F] bool: counter-clockwise in NDC (the sign of det[x; y; w] of the vertices)."""
-  c = clip[:, triangles][..., (0, 1, 3)]                                # [B, F, 3, 3]
-  det = jnp.sum(c[..., 0, :] * jnp.cross(c[..., 1, :], c[..., 2, :]), axis=-1)
+  """[V, 4] -> [F] bool: counter-clockwise in NDC (the sign of det[x; y; w] of the vertices)."""
+  (x0, y0, _, w0), (x1, y1, _, w1), (x2, y2, _, w2) = _gather_vertices(
+      clip, [triangles[:, i] for i in range(3)])
+  det = x0 * (y1 * w2 - w1 * y2) - y0 * (x1 * w2 - w1 * x2) + w0 * (x1 * y2 - y1 * x2)
   return det > 0
 
 
-def _pair_deltas(image, ids, depth, clip, triangles, neighbors, facing, image_size, axis):
-  """Colour changes from the pixel pairs (p, p + 1 along `axis`: 2 = x, 1 = y)."""
-  h, w = image_size
-  n = ids.shape[1] - 1 if axis == 1 else ids.shape[2] - 1
-  sl_a = (slice(None), slice(0, n), slice(None)) if axis == 1 else (slice(None), slice(None),
-                                                                    slice(0, n))
-  sl_b = (slice(None), slice(1, n + 1), slice(None)) if axis == 1 else (slice(None), slice(None),
-                                                                        slice(1, n + 1))
-  id_a, id_b = ids[sl_a], ids[sl_b]
+def _pair_deltas(image, ids, depth, verts, neighbors, facing, image_size, axis):
+  """Colour changes of one image from the pixel pairs (p, p + 1 along `axis`: 1 = x, 0 = y).
+
+  image [C, H, W] (channel-major, so every operation below runs over whole pixel rows),
+  ids/depth [H, W], verts: per vertex (x, y, z, w) clip arrays [H, W] of each pixel's triangle.
+  """
+  n = ids.shape[axis] - 1
+  first = (slice(0, n), slice(None)) if axis == 0 else (slice(None), slice(0, n))
+  second = (slice(1, n + 1), slice(None)) if axis == 0 else (slice(None), slice(1, n + 1))
+  id_a, id_b = ids[first], ids[second]
   cov_a, cov_b = id_a >= 0, id_b >= 0
-  a_front = cov_a & (~cov_b | (depth[sl_a] <= depth[sl_b]))
+  a_front = cov_a & (~cov_b | (depth[first] <= depth[second]))
   front_id = jnp.where(a_front, id_a, id_b)
   candidate = (id_a != id_b) & (cov_a | cov_b)
-  # Edge functions of the front triangle, with the front pixel as reference: at the other pixel
-  # the offset is +1 (a front) or -1 (b front) along the axis.
-  b_idx = jnp.arange(ids.shape[0])[:, None, None]
-  tri = triangles[jnp.maximum(front_id, 0)]                             # [B, h', w', 3]
-  tri_clip = clip[b_idx[..., None], tri]                               # [B, h', w', 3, 4]
-  ys, xs = jnp.meshgrid(jnp.arange(ids.shape[1]), jnp.arange(ids.shape[2]), indexing="ij")
-  pix = jnp.stack([xs, ys], -1)[sl_a[1:]]                               # pixel a
-  step = jnp.array([1, 0] if axis == 2 else [0, 1], jnp.int32)
-  ref = jnp.where(a_front[..., None], pix, pix + step)                  # the front pixel
-  hom = _pixel_homogeneous(tri_clip, image_size, ref)
-  lam, _, _, _ = _edge_planes(hom, tri_clip[..., 3])  # (only the edges are used)
-  sgn = jnp.where(a_front, 1.0, -1.0)[..., None]
-  off = step.astype(lam.dtype)
-  l_ref = lam[..., 2]                                                   # [B, h', w', 3]
-  l_oth = lam[..., 2] + sgn * (lam[..., 0] * off[0] + lam[..., 1] * off[1])
-  # The edge is crossed on the way to the other pixel; l_ref > l_oth also keeps the division below
-  # away from 0 for pairs that are not candidates (where the reference pixel is not inside).
-  crosses = (l_oth < 0) & (l_ref > l_oth)
-  t_all = l_ref / jnp.where(crosses, l_ref - l_oth, 1.0)
-  t_all = jnp.where(crosses, t_all, jnp.inf)
-  edge = jnp.argmin(jax.lax.stop_gradient(t_all), axis=-1)              # first edge crossed
-  t = jnp.take_along_axis(t_all, edge[..., None], -1)[..., 0]
+  # Edge functions of the front triangle with the front pixel as reference; the other pixel is at
+  # offset +1 (a in front) or -1 (b in front) along the axis.
+  front = [tuple(jnp.where(a_front, c[first], c[second]) for c in v) for v in verts]
+  ys, xs = jnp.meshgrid(jnp.arange(ids.shape[0]), jnp.arange(ids.shape[1]), indexing="ij")
+  xs, ys = xs[first], ys[first]                                          # pixel a
+  dx, dy = (1, 0) if axis == 1 else (0, 1)
+  ref_x = jnp.where(a_front, xs, xs + dx)                               # the front pixel
+  ref_y = jnp.where(a_front, ys, ys + dy)
+  lam, _, _, _ = _edge_planes(_pixel_homogeneous(front, image_size, ref_x, ref_y),
+                              [v[3] for v in front])                    # (only the edges are used)
+  sgn = jnp.where(a_front, 1.0, -1.0)
+  l_ref = [lam[i][2] for i in range(3)]
+  l_oth = [lam[i][2] + sgn * (lam[i][0] * dx + lam[i][1] * dy) for i in range(3)]
+  # An edge is crossed on the way to the other pixel where its function turns negative; l_ref > l_oth
+  # also keeps the division away from 0 for pairs that are not candidates.
+  crosses = [(lo < 0) & (lr > lo) for lr, lo in zip(l_ref, l_oth)]
+  t_i = [jnp.where(c, lr / jnp.where(c, lr - lo, 1.0), jnp.inf)
+         for c, lr, lo in zip(crosses, l_ref, l_oth)]
+  # The first edge crossed along the segment (selection without gradient).
+  t_sg = [jax.lax.stop_gradient(t) for t in t_i]
+  first_is_0 = (t_sg[0] <= t_sg[1]) & (t_sg[0] <= t_sg[2])
+  first_is_1 = ~first_is_0 & (t_sg[1] <= t_sg[2])
+  pick = lambda v: jnp.where(first_is_0, v[0], jnp.where(first_is_1, v[1], v[2]))
+  t = pick(t_i)
   # Each edge is handled by the pair direction closer to its normal (horizontal pairs for edges
   # that are more vertical than horizontal), so shifting an edge changes the summed coverage by its
   # extent across that direction, not twice for diagonal edges. The edge normal is the (constant)
   # screen gradient of its edge function.
-  grad = jnp.take_along_axis(lam[..., :2], edge[..., None, None], -2)[..., 0, :]
-  along = jnp.abs(grad[..., 0]) >= jnp.abs(grad[..., 1])
-  owned = along if axis == 2 else ~along
-  nbr = jnp.take_along_axis(neighbors[jnp.maximum(front_id, 0)], edge[..., None], -1)[..., 0]
-  nbr_front = jnp.where(nbr >= 0, jnp.take_along_axis(facing, jnp.maximum(nbr, 0).reshape(
-      facing.shape[0], -1), 1).reshape(nbr.shape), False)
-  silhouette = candidate & jnp.any(crosses, -1) & (~nbr_front) & owned
+  gx, gy = pick([lam[i][0] for i in range(3)]), pick([lam[i][1] for i in range(3)])
+  along = jnp.abs(gx) >= jnp.abs(gy)
+  owned = along if axis == 1 else ~along
+  nb = neighbors[jnp.maximum(front_id, 0)]                              # [h', w', 3]
+  nbr = pick([nb[..., 0], nb[..., 1], nb[..., 2]])
+  nbr_front = jnp.where(nbr >= 0, facing[jnp.maximum(nbr, 0)], False)
+  silhouette = candidate & (crosses[0] | crosses[1] | crosses[2]) & (~nbr_front) & owned
   t = jnp.where(silhouette, jnp.clip(t, 0.0, 1.0), 0.5)
-  c_a, c_b = image[sl_a], image[sl_b]
-  c_front = jnp.where(a_front[..., None], c_a, c_b)
-  c_back = jnp.where(a_front[..., None], c_b, c_a)
-  spill = jnp.maximum(t - 0.5, 0.0)[..., None] * (c_front - c_back)    # added to the back pixel
-  retreat = jnp.maximum(0.5 - t, 0.0)[..., None] * (c_back - c_front)  # added to the front pixel
-  delta_a = jnp.where(a_front[..., None], retreat, spill)
-  delta_b = jnp.where(a_front[..., None], spill, retreat)
-  pad_a = [(0, 0)] * 4
-  pad_b = [(0, 0)] * 4
-  pad_a[axis] = (0, 1)
-  pad_b[axis] = (1, 0)
+  # Blend weights on the a and b pixel of each pair (one of them is 0): a colour moves from the
+  # front pixel into the back one (t > 0.5) or from the back pixel into the front one (t < 0.5).
+  spill = jnp.maximum(t - 0.5, 0.0)                                     # weight of front on back
+  retreat = jnp.maximum(0.5 - t, 0.0)                                   # weight of back on front
+  w_a = jnp.where(a_front, retreat, spill)
+  w_b = jnp.where(a_front, spill, retreat)
+  diff = image[(slice(None),) + second] - image[(slice(None),) + first]   # c_b - c_a
+  delta_a = w_a * diff
+  delta_b = -w_b * diff
+  pad_a, pad_b = [(0, 0)] * 3, [(0, 0)] * 3
+  pad_a[axis + 1], pad_b[axis + 1] = (0, 1), (1, 0)
   return jnp.pad(delta_a, pad_a) + jnp.pad(delta_b, pad_b)
 
 
+def _antialias_one(image, ids, depth, clip, triangles, neighbors):
+  h, w = ids.shape
+  facing = jax.lax.stop_gradient(_front_facing(clip, triangles))
+  tri = triangles[jnp.maximum(ids, 0)]                                  # [H, W, 3], once
+  verts = _gather_vertices(clip, [tri[..., i] for i in range(3)])
+  chw = jnp.moveaxis(image, -1, 0)
+  out = chw
+  for axis in (1, 0):
+    out = out + _pair_deltas(chw, ids, depth, verts, neighbors, facing, (h, w), axis)
+  return jnp.moveaxis(out, 0, -1)
+
+
 def antialias(image: jax.Array, fragments: Fragments, clip_vertices: jax.Array,
-              triangles: jax.Array, neighbors: jax.Array) -> jax.Array:
+              triangles: jax.Array, neighbors: jax.Array, *,
+              batch_mode: BatchMode = "auto") -> jax.Array:
   """Blends colours across silhouette edges; gradients reach the vertices through edge positions.
 
   image: [B, H, W, C] shaded image already composited over its background (append a coverage
@@ -128,12 +146,7 @@ def antialias(image: jax.Array, fragments: Fragments, clip_vertices: jax.Array,
   b, h, w = fragments.triangle_id.shape
   if image.shape[:3] != (b, h, w):
     raise ValueError(f"antialias: image {image.shape} does not match fragments {(b, h, w)}")
-  ids = fragments.triangle_id
   depth = jax.lax.stop_gradient(fragments.depth)
-  facing = jax.lax.stop_gradient(_front_facing(clip_vertices, triangles))
   neighbors = jnp.asarray(neighbors, jnp.int32)
-  out = image
-  for axis in (2, 1):
-    out = out + _pair_deltas(image, ids, depth, clip_vertices, triangles, neighbors, facing,
-                             (h, w), axis)
-  return out
+  fn = lambda img, ids, d, c: _antialias_one(img, ids, d, c, triangles, neighbors)
+  return over_batch(fn, image, fragments.triangle_id, depth, clip_vertices, batch_mode=batch_mode)

@@ -30,16 +30,18 @@ centre at (x + 0.5, y + 0.5); front faces are counter-clockwise in NDC.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import struct
+from jax.sharding import PartitionSpec as P
 
 BACKGROUND = -1
 _INT_MAX = jnp.iinfo(jnp.int32).max
 # Fragments enumerated per chunk of a level (per image); bounds the memory of one loop iteration.
 DEFAULT_CHUNK_FRAGMENTS = 1 << 17
+BatchMode = Literal["auto", "map", "vmap"]
 # Pixel-centre slack when turning a float bounding box into candidate pixels (a candidate too many
 # is harmless: the edge test rejects it).
 _BBOX_EPS = 1e-3
@@ -66,99 +68,122 @@ class Fragments:
 
 class _Setup(NamedTuple):
   """Per-triangle rasterization data (one image)."""
-  origin: jax.Array   # [F, 2] int32 bounding-box corner pixel (x0, y0)
-  extent: jax.Array   # [F, 2] int32 number of candidate pixel centres along x, y (0 = nothing)
-  lam: jax.Array      # [F, 3, 3] edge planes: λ_i(dx, dy) = lam[i] · (dx, dy, 1), inside iff all ≥ 0
-  zplane: jax.Array   # [F, 3] window depth plane d(dx, dy) = zplane · (dx, dy, 1), d in [0, 1]
+  ints: jax.Array     # [F, 4] int32: bounding-box corner pixel (x0, y0), candidate counts (nx, ny)
+  planes: jax.Array   # [F, 12] float32: edge planes λ_i(dx, dy) = planes[3i:3i+3]·(dx, dy, 1)
+                      # (inside iff all ≥ 0) and the window-depth plane planes[9:12]·(dx, dy, 1)
 
 
-def _pixel_homogeneous(clip: jax.Array, image_size, origin: jax.Array) -> jax.Array:
-  """[..., 3 vertices, 4] clip -> [..., 3, 3] homogeneous pixel coords relative to pixel centre
-  `origin` [..., 2] (int pixel index, one per triangle) (i.e. (w·(X - ox - 0.5), w·(Y - oy - 0.5), w) for pixel coords X right, Y down).
+# The geometry below is written on per-component arrays ("structure of arrays": one array per vertex
+# and coordinate) rather than on [..., 3, 4] stacks: XLA's CPU backend vectorises it over the large
+# leading axes, which measured 5x faster per pixel than the stacked form.
+
+def _gather_vertices(clip: jax.Array, vertex_ids) -> list[tuple[jax.Array, ...]]:
+  """clip [V, 4], vertex_ids: 3 index arrays of any shape -> per vertex (x, y, z, w) arrays."""
+  ct = clip.T
+  return [tuple(ct[k][vid] for k in range(4)) for vid in vertex_ids]
+
+
+def _pixel_homogeneous(verts, image_size, ox, oy):
+  """Homogeneous pixel coordinates of the 3 vertices relative to the pixel centre (ox + .5, oy + .5).
+
+  verts: per vertex (x, y, z, w) clip arrays; ox, oy: pixel indices broadcastable to them.
+  Returns per vertex (X·w, Y·w, w) with X right, Y down, relative to that centre.
   """
   h, w = image_size
-  x, y, ww = clip[..., 0], clip[..., 1], clip[..., 3]
-  ox = origin[..., 0, None].astype(clip.dtype) + 0.5                  # [..., 1] over vertices
-  oy = origin[..., 1, None].astype(clip.dtype) + 0.5
-  return jnp.stack([(x + ww) * (w / 2) - ox * ww, (ww - y) * (h / 2) - oy * ww, ww], -1)
+  cx = jnp.asarray(ox, jnp.float32) + 0.5
+  cy = jnp.asarray(oy, jnp.float32) + 0.5
+  return [((x + ww) * (w / 2) - cx * ww, (ww - y) * (h / 2) - cy * ww, ww)
+          for x, y, _, ww in verts]
 
 
-def _edge_planes(hom: jax.Array, z: jax.Array):
+def _window_z(verts):
+  """(z + w) / 2 per vertex: divided by w it is window depth (z_ndc + 1) / 2, computed without the
+  cancellation of forming z_ndc ≈ -1 first (depth keeps full relative precision near the near plane).
+  """
+  return [0.5 * (z + ww) for _, _, z, ww in verts]
+
+
+def _edge_planes(hom, q):
   """Edge functions of a triangle from homogeneous pixel coordinates relative to a pixel centre.
 
-  hom: [..., 3, 3] (vertex, (X, Y, W)); z: [..., 3] the per-vertex clip-space quantity whose
-  perspective-divided value is wanted (we pass (z + w) / 2, whose divided value is window depth).
-  Returns (lam [..., 3, 3], zplane [..., 3], det [...], scale [..., 3]) where, for a pixel centre at
-  offset (dx, dy) from the reference pixel: λ_i = lam[i]·(dx, dy, 1) / scale_i are the homogeneous
-  barycentrics (Σ λ_i w_i = 1; perspective-correct barycentrics are λ / Σλ), and z / w at the pixel
-  is zplane·(dx, dy, 1). `lam` is already divided by the determinant, so the inside test is simply
-  all(lam·p ≥ 0) for either winding. det's sign is opposite to the NDC facing (pixel y points down).
+  hom: per vertex (X, Y, W) from `_pixel_homogeneous`; q: per vertex the clip-space quantity whose
+  perspective-divided value is wanted (`_window_z` gives window depth).
+  Returns (lam, zplane, det, scale): for a pixel centre at offset (dx, dy) from the reference,
+  λ_i = (lam[i][0]·dx + lam[i][1]·dy + lam[i][2]) / scale[i] are the homogeneous barycentrics
+  (Σ λ_i w_i = 1; perspective-correct barycentrics are λ / Σλ) and q / w at the pixel is
+  zplane[0]·dx + zplane[1]·dy + zplane[2]. `lam` is divided by the determinant, so the inside test
+  is all(λ ≥ 0) for either winding; det < 0 means counter-clockwise in NDC (pixel y points down).
+  Each vertex is scaled to unit length first (a positive scale, undone through `scale`), which keeps
+  float32 accurate for small, distant triangles.
   """
-  # +1e-30 keeps sqrt differentiable for a (degenerate) vertex at the reference pixel's eye ray.
-  scale = jnp.sqrt(jnp.sum(hom * hom, axis=-1) + 1e-30)               # [..., 3] positive
-  unit = hom / jnp.where(scale > 0, scale, 1.0)[..., None]
-  e = jnp.stack([jnp.cross(unit[..., 1, :], unit[..., 2, :]),
-                 jnp.cross(unit[..., 2, :], unit[..., 0, :]),
-                 jnp.cross(unit[..., 0, :], unit[..., 1, :])], -2)     # [..., 3 (i), 3 (coef)]
-  det = jnp.sum(unit[..., 0, :] * e[..., 0, :], axis=-1)
-  safe_det = jnp.where(det != 0, det, 1.0)
-  lam = e / safe_det[..., None, None]
-  zplane = jnp.sum(lam * (z / jnp.where(scale > 0, scale, 1.0))[..., None], axis=-2)
+  scale = [jnp.sqrt(x * x + y * y + w * w + 1e-30) for x, y, w in hom]  # +1e-30: finite gradient
+  u = [(x / s, y / s, w / s) for (x, y, w), s in zip(hom, scale)]
+
+  def cross(a, b):
+    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
+
+  e = [cross(u[1], u[2]), cross(u[2], u[0]), cross(u[0], u[1])]
+  det = u[0][0] * e[0][0] + u[0][1] * e[0][1] + u[0][2] * e[0][2]
+  inv = 1.0 / jnp.where(det != 0, det, 1.0)
+  lam = [tuple(c * inv for c in ei) for ei in e]
+  qs = [qi / si for qi, si in zip(q, scale)]
+  zplane = tuple(sum(qs[i] * lam[i][k] for i in range(3)) for k in range(3))
   return lam, zplane, det, scale
 
 
-def _clipped_bbox(tri_clip: jax.Array, image_size):
+def _clipped_bbox(verts, image_size):
   """Pixel bounding box of each triangle clipped against the near plane (z_ndc >= -1).
 
-  tri_clip: [F, 3, 4]. Returns (origin [F, 2] int32, extent [F, 2] int32) of candidate pixel
-  centres inside the image; extent 0 when the triangle is entirely behind the near plane or off-screen.
+  verts: per vertex (x, y, z, w) arrays [F]. Returns (x0, y0, nx, ny) int32 [F]: first candidate
+  pixel centre and candidate counts inside the image (0 when behind the near plane or off-screen).
   """
   h, w = image_size
-  d = tri_clip[..., 2] + tri_clip[..., 3]                              # >= 0: in front of near
-  nxt = jnp.roll(tri_clip, -1, axis=1)
-  d_next = jnp.roll(d, -1, axis=1)
-  t = d / jnp.where(d != d_next, d - d_next, 1.0)
-  cross_pts = tri_clip + t[..., None] * (nxt - tri_clip)              # edge ∩ near plane
-  pts = jnp.concatenate([tri_clip, cross_pts], axis=1)                # [F, 6, 4]
-  ok = jnp.concatenate([d >= 0, (d >= 0) != (d_next >= 0)], axis=1)
-  ok &= pts[..., 3] > 0
-  pw = jnp.where(ok, pts[..., 3], 1.0)
-  px = (pts[..., 0] / pw + 1.0) * (w / 2)
-  py = (1.0 - pts[..., 1] / pw) * (h / 2)
+  d = [z + ww for _, _, z, ww in verts]                                 # >= 0: in front of near
+  points = []
+  for i in range(3):
+    j = (i + 1) % 3
+    points.append((verts[i], d[i] >= 0))
+    den = d[i] - d[j]
+    t = d[i] / jnp.where(den != 0, den, 1.0)
+    cut = tuple(a + t * (b - a) for a, b in zip(verts[i], verts[j]))   # edge ∩ near plane
+    points.append((cut, (d[i] >= 0) != (d[j] >= 0)))
   big = jnp.float32(1e9)
-  xmin = jnp.min(jnp.where(ok, px, big), axis=1)
-  xmax = jnp.max(jnp.where(ok, px, -big), axis=1)
-  ymin = jnp.min(jnp.where(ok, py, big), axis=1)
-  ymax = jnp.max(jnp.where(ok, py, -big), axis=1)
-  finite = jnp.isfinite(xmin) & jnp.isfinite(xmax) & jnp.isfinite(ymin) & jnp.isfinite(ymax)
+  xmin = ymin = big
+  xmax = ymax = -big
+  any_ok = False
+  for (x, y, _, ww), ok in points:
+    ok = ok & (ww > 0)
+    r = 1.0 / jnp.where(ok, ww, 1.0)
+    px = (x * r + 1.0) * (w / 2)
+    py = (1.0 - y * r) * (h / 2)
+    xmin, xmax = jnp.minimum(xmin, jnp.where(ok, px, big)), jnp.maximum(xmax, jnp.where(ok, px, -big))
+    ymin, ymax = jnp.minimum(ymin, jnp.where(ok, py, big)), jnp.maximum(ymax, jnp.where(ok, py, -big))
+    any_ok = any_ok | ok
+  finite = any_ok & jnp.isfinite(xmin) & jnp.isfinite(xmax) & jnp.isfinite(ymin) & jnp.isfinite(ymax)
   x0 = jnp.ceil(jnp.clip(xmin, -1.0, w + 1.0) - 0.5 - _BBOX_EPS).astype(jnp.int32)
   x1 = jnp.floor(jnp.clip(xmax, -1.0, w + 1.0) - 0.5 + _BBOX_EPS).astype(jnp.int32)
   y0 = jnp.ceil(jnp.clip(ymin, -1.0, h + 1.0) - 0.5 - _BBOX_EPS).astype(jnp.int32)
   y1 = jnp.floor(jnp.clip(ymax, -1.0, h + 1.0) - 0.5 + _BBOX_EPS).astype(jnp.int32)
   x0, y0 = jnp.maximum(x0, 0), jnp.maximum(y0, 0)
   x1, y1 = jnp.minimum(x1, w - 1), jnp.minimum(y1, h - 1)
-  nx = jnp.where(finite & ok.any(axis=1), jnp.maximum(x1 - x0 + 1, 0), 0)
-  ny = jnp.where(finite & ok.any(axis=1), jnp.maximum(y1 - y0 + 1, 0), 0)
-  return jnp.stack([x0, y0], -1), jnp.stack([nx, ny], -1)
-
-
-def _window_z(clip: jax.Array) -> jax.Array:
-  """(z + w) / 2 per vertex: divided by w it is window depth (z_ndc + 1) / 2, computed without the
-  cancellation of forming z_ndc ≈ -1 first (depth keeps full relative precision near the near plane).
-  """
-  return 0.5 * (clip[..., 2] + clip[..., 3])
+  nx = jnp.where(finite, jnp.maximum(x1 - x0 + 1, 0), 0)
+  ny = jnp.where(finite, jnp.maximum(y1 - y0 + 1, 0), 0)
+  return x0, y0, nx, ny
 
 
 def _setup(clip: jax.Array, triangles: jax.Array, image_size, cull_backfaces: bool) -> _Setup:
-  tri_clip = clip[triangles]                                          # [F, 3, 4]
-  origin, extent = _clipped_bbox(tri_clip, image_size)
-  hom = _pixel_homogeneous(tri_clip, image_size, origin)
-  lam, zplane, det, _ = _edge_planes(hom, _window_z(tri_clip))
-  good = (det != 0) & jnp.all(jnp.isfinite(lam), axis=(1, 2)) & jnp.all(jnp.isfinite(zplane), 1)
+  verts = _gather_vertices(clip, [triangles[:, i] for i in range(3)])
+  x0, y0, nx, ny = _clipped_bbox(verts, image_size)
+  hom = _pixel_homogeneous(verts, image_size, x0, y0)
+  lam, zplane, det, _ = _edge_planes(hom, _window_z(verts))
+  flat = [c for li in lam for c in li] + list(zplane)
+  good = det != 0
+  for c in flat:
+    good &= jnp.isfinite(c)
   if cull_backfaces:
     good &= det < 0                                                   # front-facing (see above)
-  extent = jnp.where(good[:, None], extent, 0)
-  return _Setup(origin, extent, lam, zplane)
+  nx, ny = jnp.where(good, nx, 0), jnp.where(good, ny, 0)
+  return _Setup(jnp.stack([x0, y0, nx, ny], -1), jnp.stack(flat, -1))
 
 
 def _levels(image_size) -> list[int]:
@@ -177,16 +202,14 @@ def _fragments(setup: _Setup, tri_idx: jax.Array, valid: jax.Array, k: int, imag
   """
   h, w = image_size
   dy, dx = jnp.divmod(jnp.arange(k * k, dtype=jnp.int32), k)
-  origin = setup.origin[tri_idx]                                      # [M, 2]
-  extent = setup.extent[tri_idx]
-  lam = setup.lam[tri_idx]                                            # [M, 3, 3]
-  zp = setup.zplane[tri_idx]                                          # [M, 3]
+  ints = setup.ints[tri_idx]                                          # [M, 4]
+  pl = setup.planes[tri_idx]                                          # [M, 12]
   fdx, fdy = dx.astype(jnp.float32), dy.astype(jnp.float32)
-  l = (lam[:, :, 0, None] * fdx + lam[:, :, 1, None] * fdy + lam[:, :, 2, None])  # [M, 3, K²]
-  z = zp[:, 0, None] * fdx + zp[:, 1, None] * fdy + zp[:, 2, None]                # [M, K²]
-  inside = (jnp.all(l >= 0, axis=1) & (z >= 0.0) & (z <= 1.0)
-            & (dx < extent[:, 0, None]) & (dy < extent[:, 1, None]) & valid[:, None])
-  pix = (origin[:, 1, None] + dy) * w + origin[:, 0, None] + dx
+  plane = lambda j: pl[:, j, None] * fdx + pl[:, j + 1, None] * fdy + pl[:, j + 2, None]
+  z = plane(9)                                                        # [M, K²]
+  inside = ((plane(0) >= 0) & (plane(3) >= 0) & (plane(6) >= 0) & (z >= 0.0) & (z <= 1.0)
+            & (dx < ints[:, 2, None]) & (dy < ints[:, 3, None]) & valid[:, None])
+  pix = (ints[:, 1, None] + dy) * w + ints[:, 0, None] + dx
   pix = jnp.where(inside, pix, h * w)
   tri = jnp.broadcast_to(tri_idx[:, None], pix.shape)
   return pix.reshape(-1), z.reshape(-1), tri.reshape(-1)
@@ -198,9 +221,10 @@ def _visibility_one(clip, triangles, image_size, cull_backfaces, chunk_fragments
   n_tri = triangles.shape[0]
   setup = _setup(clip, triangles, image_size, cull_backfaces)
   ks = _levels(image_size)
-  size = jnp.max(setup.extent, axis=1)                                # [F]
+  size = jnp.maximum(setup.ints[:, 2], setup.ints[:, 3])             # [F]
   active = size > 0
-  level = jnp.searchsorted(jnp.asarray(ks, jnp.int32), size, side="left").astype(jnp.int32)
+  # Level = number of window sizes smaller than the box (the first K with K >= size).
+  level = jnp.sum(size[:, None] > jnp.asarray(ks, jnp.int32)[None, :], axis=1, dtype=jnp.int32)
   level = jnp.where(active, level, len(ks))                           # inactive: past the last
   # Counting sort of triangles by level: order[start[L]:start[L] + count[L]] are level L's triangles.
   onehot = level[:, None] == jnp.arange(len(ks) + 1, dtype=jnp.int32)
@@ -237,9 +261,44 @@ def _visibility_one(clip, triangles, image_size, cull_backfaces, chunk_fragments
   return jnp.where(ids == _INT_MAX, BACKGROUND, ids)
 
 
+def over_batch(fn, *args, batch_mode: BatchMode = "auto"):
+  """Applies a per-image function over the leading batch axis of `args`.
+
+  "vmap" computes all images at once (best on GPU/TPU); "map" loops over images with `lax.map`
+  (best on CPUs: one image's per-triangle and per-pixel intermediates stay in cache — measured 4x
+  faster than vmap for 8 images of 108k triangles); "auto" picks "map" on the CPU backend and
+  "vmap" elsewhere. When the batch axis is sharded over mesh axes (explicit sharding, e.g. a jit
+  with `NamedSharding(mesh, P("data"))` inputs), the work runs under `shard_map`, so every device
+  rasterizes its own images with no communication.
+  """
+  if batch_mode == "auto":
+    batch_mode = "map" if jax.default_backend() == "cpu" else "vmap"
+  if batch_mode not in ("map", "vmap"):
+    raise ValueError(f"batch_mode must be 'auto', 'map' or 'vmap', got {batch_mode!r}")
+
+  def local(*a):
+    if batch_mode == "vmap":
+      return jax.vmap(fn)(*a)
+    return jax.lax.map(lambda x: fn(*x), a)
+
+  sharding = getattr(jax.typeof(args[0]), "sharding", None)
+  spec = getattr(sharding, "spec", None)
+  batch_axes = spec[0] if spec else None
+  if batch_axes is None:
+    return local(*args)
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    mesh = sharding.mesh
+  in_specs = tuple(P(batch_axes) for _ in args)
+  # check_vma=False: loop carries start as device-invariant constants (empty z-buffers) and become
+  # per-device values; every device computes only on its own images, so nothing needs checking.
+  return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P(batch_axes),
+                       check_vma=False)(*args)
+
+
 def visibility(clip_vertices: jax.Array, triangles: jax.Array, image_size: tuple[int, int], *,
-               cull_backfaces: bool = False,
-               chunk_fragments: int = DEFAULT_CHUNK_FRAGMENTS) -> jax.Array:
+               cull_backfaces: bool = False, chunk_fragments: int = DEFAULT_CHUNK_FRAGMENTS,
+               batch_mode: BatchMode = "auto") -> jax.Array:
   """Nearest triangle per pixel centre, without gradients.
 
   clip_vertices [B, V, 4], triangles [F, 3] int -> triangle_id [B, H, W] int32 (-1 background).
@@ -248,47 +307,48 @@ def visibility(clip_vertices: jax.Array, triangles: jax.Array, image_size: tuple
   clip = jax.lax.stop_gradient(clip_vertices).astype(jnp.float32)
   fn = lambda c: _visibility_one(c, triangles.astype(jnp.int32), (h, w), cull_backfaces,
                                  chunk_fragments)
-  return jax.vmap(fn)(clip).reshape(clip.shape[0], h, w)
-
-
-def pixel_centres(image_size: tuple[int, int]) -> jax.Array:
-  """[H, W, 2] int32 (x, y) pixel indices (centres at +0.5)."""
-  h, w = image_size
-  ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.int32), jnp.arange(w, dtype=jnp.int32),
-                        indexing="ij")
-  return jnp.stack([xs, ys], -1)
+  return over_batch(fn, clip, batch_mode=batch_mode).reshape(clip.shape[0], h, w)
 
 
 def barycentrics(clip_vertices: jax.Array, triangles: jax.Array, triangle_id: jax.Array,
-                 image_size: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+                 image_size: tuple[int, int], *,
+                 batch_mode: BatchMode = "auto") -> tuple[jax.Array, jax.Array]:
   """Differentiable perspective-correct barycentrics and window depth of the given triangles.
 
   clip_vertices [B, V, 4], triangles [F, 3], triangle_id [B, H, W] -> (barycentric [B, H, W, 3],
   depth [B, H, W] in [0, 1]); background pixels get zeros / 1.
   """
+  fn = lambda c, i: _barycentrics_one(c, triangles, i, image_size)
+  return over_batch(fn, clip_vertices, triangle_id, batch_mode=batch_mode)
+
+
+def _barycentrics_one(clip_vertices, triangles, triangle_id, image_size):
+  """One image: clip [V, 4], triangle_id [H, W] -> ([H, W, 3], [H, W])."""
+  h, w = image_size
   covered = triangle_id >= 0
-  tri = triangles[jnp.maximum(triangle_id, 0)]                         # [B, H, W, 3]
-  b_idx = jnp.arange(clip_vertices.shape[0])[:, None, None, None]
-  tri_clip = clip_vertices[b_idx, tri]                                  # [B, H, W, 3, 4]
-  origin = jnp.broadcast_to(pixel_centres(image_size), triangle_id.shape + (2,))
-  hom = _pixel_homogeneous(tri_clip, image_size, origin)
-  lam, zplane, _, scale = _edge_planes(hom, _window_z(tri_clip))
-  l = lam[..., 2] / jnp.where(covered[..., None], scale, 1.0)          # at the pixel: (0, 0, 1)
-  total = jnp.sum(l, axis=-1, keepdims=True)
-  bary = jnp.where(covered[..., None], l / jnp.where(covered[..., None], total, 1.0), 0.0)
-  depth = jnp.where(covered, zplane[..., 2], 1.0)
+  tri = triangles[jnp.maximum(triangle_id, 0)]                        # [H, W, 3]
+  verts = _gather_vertices(clip_vertices, [tri[..., i] for i in range(3)])
+  ys, xs = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
+  hom = _pixel_homogeneous(verts, image_size, xs, ys)
+  lam, zplane, _, scale = _edge_planes(hom, _window_z(verts))
+  l = [lam[i][2] / scale[i] for i in range(3)]                        # at the pixel: (0, 0, 1)
+  total = jnp.where(covered, l[0] + l[1] + l[2], 1.0)
+  bary = jnp.stack([jnp.where(covered, li / total, 0.0) for li in l], -1)
+  depth = jnp.where(covered, zplane[2], 1.0)
   return bary, depth
 
 
 def rasterize(clip_vertices: jax.Array, triangles: jax.Array, image_size: tuple[int, int], *,
-              cull_backfaces: bool = False,
-              chunk_fragments: int = DEFAULT_CHUNK_FRAGMENTS) -> Fragments:
+              cull_backfaces: bool = False, chunk_fragments: int = DEFAULT_CHUNK_FRAGMENTS,
+              batch_mode: BatchMode = "auto") -> Fragments:
   """Rasterizes triangles given in clip space.
 
   clip_vertices: [B, V, 4] OpenGL clip coordinates (before the perspective divide).
   triangles: [F, 3] int vertex indices, counter-clockwise when front-facing.
   image_size: (H, W) in pixels.
   cull_backfaces: drop triangles that are clockwise in NDC (facing away from the camera).
+  chunk_fragments: candidate pixels enumerated per loop iteration and image (memory bound).
+  batch_mode: how images are batched ("auto": a loop on CPU, vmap on GPU/TPU; see `over_batch`).
   Returns `Fragments`; gradients flow into `barycentric` and `depth` (not into visibility).
   """
   if clip_vertices.ndim != 3 or clip_vertices.shape[-1] != 4:
@@ -304,6 +364,6 @@ def rasterize(clip_vertices: jax.Array, triangles: jax.Array, image_size: tuple[
                      jnp.zeros((b, h, w, 3), clip_vertices.dtype),
                      jnp.ones((b, h, w), clip_vertices.dtype))
   ids = visibility(clip_vertices, triangles, (h, w), cull_backfaces=cull_backfaces,
-                   chunk_fragments=chunk_fragments)
-  bary, depth = barycentrics(clip_vertices, triangles, ids, (h, w))
+                   chunk_fragments=chunk_fragments, batch_mode=batch_mode)
+  bary, depth = barycentrics(clip_vertices, triangles, ids, (h, w), batch_mode=batch_mode)
   return Fragments(ids, bary, depth)

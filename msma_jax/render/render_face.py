@@ -17,7 +17,7 @@ from msma_jax.face_model import Coefficients, FaceModel
 from msma_jax.render.antialias import antialias as antialias_fn
 from msma_jax.render.antialias import triangle_neighbors
 from msma_jax.render.interpolate import interpolate
-from msma_jax.render.rasterize import Fragments, rasterize
+from msma_jax.render.rasterize import BatchMode, Fragments, rasterize
 
 
 @struct.dataclass
@@ -52,13 +52,16 @@ def _background(background, shape, dtype):
 
 def render_face(face_model: FaceModel, coeffs: Coefficients, camera: cam.Camera, *,
                 background=None, antialias: bool = True, cull_backfaces: bool = True,
-                with_depth: bool = False, with_normals: bool = False) -> RenderOutput:
+                with_depth: bool = False, with_normals: bool = False,
+                batch_mode: BatchMode = "auto") -> RenderOutput:
   """Renders a batch of faces.
 
   face_model: the morphable model; coeffs: `Coefficients` with batch shape [B];
   camera: `Camera` (its image_size (H, W) is the output size); background: None (black), an RGB
   colour [3] or images [B, H, W, 3] in [0, 1]. antialias: silhouette antialiasing (gives the mask
   and image gradients with respect to the silhouette); cull_backfaces: skip triangles facing away.
+  with_depth / with_normals: also return camera-depth and normal maps. batch_mode: how the
+  rasterizer batches images ("auto": loop on CPU, vmap on GPU/TPU; see `rasterize`).
   """
   if coeffs.id.ndim != 2:
     raise ValueError(f"render_face: coefficients must have one batch axis [B, n], got "
@@ -69,13 +72,14 @@ def render_face(face_model: FaceModel, coeffs: Coefficients, camera: cam.Camera,
   normals = lighting.vertex_normals(world, tris)
   colours = lighting.shade(albedo, normals, coeffs.gamma)
   clip = cam.to_clip(world, camera)
-  frags = rasterize(clip, tris, camera.image_size, cull_backfaces=cull_backfaces)
+  frags = rasterize(clip, tris, camera.image_size, cull_backfaces=cull_backfaces,
+                    batch_mode=batch_mode)
   attrs = [colours]
   if with_depth:
     attrs.append(cam.depth(world, camera)[..., None])
   if with_normals:
     attrs.append(normals)
-  interp = interpolate(jnp.concatenate(attrs, -1), frags, tris)
+  interp = interpolate(jnp.concatenate(attrs, -1), frags, tris, batch_mode=batch_mode)
   covered = frags.mask[..., None].astype(interp.dtype)
   bg = _background(background, frags.triangle_id.shape, interp.dtype)
   image = interp[..., :3] * covered + bg * (1.0 - covered)
@@ -84,7 +88,8 @@ def render_face(face_model: FaceModel, coeffs: Coefficients, camera: cam.Camera,
     neighbors = face_model.triangle_neighbors
     if neighbors is None:
       neighbors = jnp.asarray(triangle_neighbors(tris))
-    aa = antialias_fn(jnp.concatenate([image, mask], -1), frags, clip, tris, neighbors)
+    aa = antialias_fn(jnp.concatenate([image, mask], -1), frags, clip, tris, neighbors,
+                      batch_mode=batch_mode)
     image, mask = aa[..., :3], aa[..., 3:]
   extra, k = {}, 3
   if with_depth:

@@ -1,0 +1,138 @@
+"""Training losses for render-and-compare (the baseline's definitions; weights in the config).
+
+Every term is a plain function of arrays returning a float32 scalar, so each can be logged on its
+own; `compute_losses` composes them for one batch. Units: images in [0, 1], landmarks in pixels of
+the image they refer to, albedo in [0, 1], coefficients as the face model defines them (N(0, 1)
+scaled for BFM and the embedded model).
+
+    total = photometric · w_photo + landmark · w_lm + coeff_reg · w_reg + gamma · w_gamma
+            + reflectance · w_refl (+ identity · w_id when an identity network is configured)
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from msma_jax import camera as cam
+from msma_jax.face_model import Coefficients, FaceModel
+from msma_jax.render import RenderOutput, render_face
+
+# 0-based iBUG indices weighted 20 in the landmark loss: the nose ridge 28-30 and the inner lips 60-67.
+HEAVY_LANDMARKS = (28, 29, 30, 60, 61, 62, 63, 64, 65, 66, 67)
+
+
+def get_loss_config() -> ml_collections.ConfigDict:
+  """Loss weights (Deep3DFaceRecon's defaults). The identity term is off until a network is set."""
+  c = ml_collections.ConfigDict()
+  c.photometric = 1.92
+  c.landmark = 1.6e-3
+  c.coeff_reg = 3e-4
+  c.id_reg = 1.0          # weights inside coeff_reg
+  c.exp_reg = 0.8
+  c.tex_reg = 1.7e-2
+  c.gamma = 10.0
+  c.reflectance = 5.0
+  c.identity = 0.2        # used only when identity_network != 'none'
+  c.identity_network = "none"   # 'none' | 'dlib' | 'arcface_onnx:<path>'
+  c.photometric_eps = 1e-6
+  return c
+
+
+def photometric_loss(rendered: jax.Array, image: jax.Array, mask: jax.Array,
+                     eps: float = 1e-6) -> jax.Array:
+  """Σ_pixels sqrt(eps + Σ_c (rendered - image)²) · mask / max(Σ mask, 1).
+
+  rendered, image: [B, H, W, 3]; mask: [B, H, W] (rendered coverage × skin probability).
+  """
+  diff = jnp.sqrt(eps + jnp.sum((rendered - image) ** 2, axis=-1))
+  return jnp.sum(diff * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def landmark_weights(n: int = 68) -> np.ndarray:
+  """[68] per-landmark weights: 20 on the nose ridge and inner lips, 1 elsewhere."""
+  w = np.ones(n, np.float32)
+  w[list(HEAVY_LANDMARKS)] = 20.0
+  return w
+
+
+def landmark_loss(pred: jax.Array, target: jax.Array, weights: Optional[jax.Array] = None,
+                  valid: Optional[jax.Array] = None) -> jax.Array:
+  """Σ_b Σ_k w_k ‖pred - target‖² / (B · 68), pixels² (Deep3DFaceRecon's normalisation).
+
+  pred, target: [B, 68, 2] pixels; weights: [68] (default `landmark_weights`); valid: optional [B]
+  0/1 per sample (samples without landmarks contribute nothing; the divisor counts valid samples).
+  """
+  w = jnp.asarray(landmark_weights(pred.shape[-2]) if weights is None else weights, pred.dtype)
+  per_sample = jnp.sum(jnp.sum((pred - target) ** 2, axis=-1) * w, axis=-1)   # [B]
+  if valid is None:
+    return jnp.sum(per_sample) / (pred.shape[0] * pred.shape[1])
+  v = valid.astype(pred.dtype)
+  return jnp.sum(per_sample * v) / (jnp.maximum(jnp.sum(v), 1.0) * pred.shape[1])
+
+
+def coefficient_regularization(coeffs: Coefficients, id_weight: float = 1.0,
+                               exp_weight: float = 0.8, tex_weight: float = 1.7e-2) -> jax.Array:
+  """(w_id·Σ id² + w_exp·Σ exp² + w_tex·Σ tex²) / B."""
+  b = coeffs.id.shape[0]
+  return (id_weight * jnp.sum(coeffs.id ** 2) + exp_weight * jnp.sum(coeffs.exp ** 2)
+          + tex_weight * jnp.sum(coeffs.tex ** 2)) / b
+
+
+def gamma_regularization(gamma: jax.Array) -> jax.Array:
+  """Mean squared deviation of each colour channel's SH coefficients from their channel mean:
+  pushes the light toward white (monochromatic). gamma: [B, 27] (red bands first)."""
+  g = gamma.reshape(gamma.shape[0], 3, 9)
+  return jnp.mean((g - jnp.mean(g, axis=1, keepdims=True)) ** 2)
+
+
+def reflectance_loss(albedo: jax.Array, skin_mask: jax.Array) -> jax.Array:
+  """Albedo flatness over the skin: Σ ((albedo - skin mean) · m)² / (B · Σ m).
+
+  albedo: [B, V, 3] in [0, 1]; skin_mask: [V] vertex weights in [0, 1].
+  """
+  m = skin_mask.astype(albedo.dtype)[None, :, None]
+  msum = jnp.maximum(jnp.sum(skin_mask), 1e-6)
+  mean = jnp.sum(albedo * m, axis=1, keepdims=True) / msum
+  return jnp.sum(((albedo - mean) * m) ** 2) / (albedo.shape[0] * msum)
+
+
+IdentityFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def compute_losses(face_model: FaceModel, coeffs: Coefficients, batch: dict,
+                   camera: cam.Camera, config: ml_collections.ConfigDict, *,
+                   identity_fn: Optional[IdentityFn] = None, batch_mode: str = "auto",
+                   ) -> tuple[jax.Array, dict[str, jax.Array], RenderOutput]:
+  """All loss terms for one batch.
+
+  batch: `image` [B, H, W, 3] in [0, 1], `landmarks` [B, 68, 2] pixels, optional `skin_mask`
+  [B, H, W] (default 1), optional `landmarks_valid` [B]. identity_fn(rendered, image, landmarks)
+  -> scalar, used when given and config.identity > 0.
+  Returns (total, {term: unweighted value, ..., 'total': total}, render output).
+  """
+  image = batch["image"]
+  out = render_face(face_model, coeffs, camera, batch_mode=batch_mode)
+  skin = batch.get("skin_mask")
+  mask = out.mask if skin is None else out.mask * skin
+  _, albedo = face_model.decode(coeffs)
+  terms = {
+      "photometric": photometric_loss(out.image, image, mask, config.photometric_eps),
+      "landmark": landmark_loss(out.landmarks_2d, batch["landmarks"],
+                                valid=batch.get("landmarks_valid")),
+      "coeff_reg": coefficient_regularization(coeffs, config.id_reg, config.exp_reg,
+                                              config.tex_reg),
+      "gamma": gamma_regularization(coeffs.gamma),
+      "reflectance": reflectance_loss(albedo, face_model.skin_mask),
+  }
+  weights = {k: getattr(config, k) for k in terms}
+  if identity_fn is not None and config.identity > 0:
+    # The render replaces the photo only where the face is drawn (Deep3DFaceRecon's composite).
+    composite = out.image * out.mask[..., None] + image * (1.0 - out.mask[..., None])
+    terms["identity"] = identity_fn(composite, image, batch["landmarks"])
+    weights["identity"] = config.identity
+  total = sum(weights[k] * terms[k] for k in terms)
+  return total, {**terms, "total": total}, out

@@ -1,0 +1,1 @@
+"""Networks: the encoder (backbones, attention, fusion, heads) and the identity-loss networks."""
