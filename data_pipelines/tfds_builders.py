@@ -276,12 +276,23 @@ def build(builder: tfds.core.GeneratorBasedBuilder, *, overwrite: bool = False) 
   from tensorflow_datasets.core.utils import tqdm_utils
   was_active = tqdm_utils._active  # TFDS's own bars count records; ours counts photos
   tfds.disable_progress_bar()
+  import tempfile
+  scratch = tempfile.mkdtemp(prefix="msma_tfds_")   # TFDS's download dir: nothing is downloaded
   try:
     builder.download_and_prepare(
+        download_dir=scratch,
         file_format=tfds.core.file_adapters.FileFormat.ARRAY_RECORD,
         download_config=tfds.download.DownloadConfig(download_mode=mode))
+  except AssertionError as e:
+    if "No examples were yielded" not in str(e):
+      raise
+    s = builder.summary
+    raise DatasetError(f"{getattr(builder, 'source_dir', builder.name)}: no usable faces "
+                       f"({s.images} images read, {s.num_skipped} skipped); nothing written") from e
   finally:
     tfds.display_progress_bar(was_active)
+    import shutil
+    shutil.rmtree(scratch, ignore_errors=True)
   path = pathlib.Path(builder.data_dir)
   if builder.summary.images:
     (path / SUMMARY_FILE).write_text(json.dumps(builder.summary.to_dict(), indent=2))

@@ -78,14 +78,17 @@ def _cmd_prepare_data(args) -> int:
         num_workers=args.workers, progress=not args.no_progress, data_dir=str(out))
   if not args.synthetic and not args.overwrite and pathlib.Path(builder.data_dir).exists():
     print(f"{builder.data_dir} already exists; reusing it (--overwrite rebuilds)")
-  path = tfds_builders.build(builder, overwrite=args.overwrite)
-  s = builder.summary
-  if s.images:
-    print(s.format())
-    for m in s.messages[: args.show_skipped]:
-      print(f"  skipped: {m}")
-    if len(s.messages) > args.show_skipped:
-      print(f"  ... {len(s.messages) - args.show_skipped} more in {path / tfds_builders.SUMMARY_FILE}")
+  try:
+    path = tfds_builders.build(builder, overwrite=args.overwrite)
+  finally:
+    s = builder.summary
+    if s.images:
+      print(s.format())
+      for m in s.messages[: args.show_skipped]:
+        print(f"  skipped: {m}")
+      if len(s.messages) > args.show_skipped:
+        print(f"  ... {len(s.messages) - args.show_skipped} more (all in "
+              f"{tfds_builders.SUMMARY_FILE} beside the records)")
   source = tfds_builders.load_prepared(path)
   print(f"wrote {len(source)} records to {path}")
   if args.contact_sheet:

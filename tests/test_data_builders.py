@@ -144,3 +144,18 @@ def test_image_folder_listing(tmp_path):
                                                              "e.jpeg"]
   with pytest.raises(sources.SourceError, match="nope: not a folder"):
     list(sources.image_folder(tmp_path / "nope"))
+
+
+def test_prepare_data_with_no_usable_faces_fails_cleanly(tmp_path, capsys):
+  from msma_jax.cli import main
+  (tmp_path / "photos").mkdir()
+  (tmp_path / "photos" / "a.jpg").write_bytes(b"")
+  Image.fromarray(head()).resize((20, 20)).save(tmp_path / "photos" / "b.png")
+  rc = main(["prepare-data", str(tmp_path / "photos"), "--out", str(tmp_path / "d"), "--no-progress"])
+  out, err = capsys.readouterr()
+  assert rc == 2
+  assert "images read: 2, faces found: 0, images skipped: 2" in out
+  assert "photos: no usable faces (2 images read, 2 skipped); nothing written" in err
+  assert not list((tmp_path / "d").glob("msma_face_images/*/dataset_info.json"))
+  assert main(["prepare-data", str(tmp_path / "missing"), "--out", str(tmp_path / "d")]) == 2
+  assert "missing: source folder not found" in capsys.readouterr().err
