@@ -16,6 +16,8 @@ def get_data_config() -> ml_collections.ConfigDict:
   # Pipeline.
   c.global_batch_size = 32        # split evenly over JAX processes (ShardByJaxProcess)
   c.seed = 0                      # shuffle and augmentation seeds derive from it
+  c.data_shards = 0               # dataset cut into this many shards (0: one per process); fix it to
+                                  # get the same batches on any number of processes
   c.shuffle = True                # reshuffled every epoch
   c.num_epochs = ml_collections.config_dict.placeholder(int)   # None = repeat forever
   c.worker_count = 2              # Grain worker processes (0 = in the main process)

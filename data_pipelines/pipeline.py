@@ -127,6 +127,24 @@ def _cfg_get(cfg, key, default):
     return getattr(cfg, key, default)
 
 
+def data_shards_of_process(config, shard: grain.sharding.ShardOptions
+                           ) -> tuple[list[grain.sharding.ShardOptions], int]:
+  """The data shards this process reads, and the number of processes they are split over.
+
+  `config.data_shards` fixes how the dataset is cut (0 = one shard per process, the default); each
+  process reads `data_shards / process_count` consecutive shards and mixes them round-robin. So the
+  examples of a global batch depend only on `data_shards` and the seed, not on how many processes
+  (or devices) read them: a run on 1 process with data_shards=2 sees the same batches as a run on 2.
+  """
+  n = int(_cfg_get(config, "data_shards", 0) or shard.shard_count)
+  if n % shard.shard_count:
+    raise ValueError(f"data_shards={n} is not a multiple of the {shard.shard_count} processes")
+  per = n // shard.shard_count
+  return [grain.sharding.ShardOptions(shard_index=shard.shard_index * per + k, shard_count=n,
+                                      drop_remainder=shard.drop_remainder)
+          for k in range(per)], shard.shard_count
+
+
 def make_dataset(source, config, *, seed: int | None = None,
                  shard: grain.sharding.ShardOptions | None = None,
                  batch_size: int | None = None) -> grain.MapDataset:
@@ -135,33 +153,37 @@ def make_dataset(source, config, *, seed: int | None = None,
 
   source: a random-access data source (`tfds_builders.load_prepared`) or a dataset path.
   config: the data config (`configs/data.py`: seed, shuffle, num_epochs, global_batch_size,
-  augment). shard: defaults to `process_shard()`. batch_size: per-process batch, defaults to
-  global_batch_size / shard_count.
+  augment, data_shards). shard: this process's share, defaults to `process_shard()`. batch_size:
+  per-process batch, defaults to global_batch_size / process count.
   """
   if isinstance(source, (str, os.PathLike)):
     from data_pipelines.tfds_builders import load_prepared
     source = load_prepared(source, _cfg_get(config, "split", "train"))
   shard = shard or process_shard()
   seed = int(_cfg_get(config, "seed", 0) if seed is None else seed)
+  data_shards, processes = data_shards_of_process(config, shard)
   if batch_size is None:
     global_batch = int(_cfg_get(config, "global_batch_size", 32))
-    if global_batch % shard.shard_count:
+    if global_batch % processes:
       raise ValueError(f"global_batch_size {global_batch} is not divisible by the "
-                       f"{shard.shard_count} processes")
-    batch_size = global_batch // shard.shard_count
+                       f"{processes} processes")
+    batch_size = global_batch // processes
   if len(source) == 0:
     raise ValueError("the dataset is empty (no records)")
-  ds = grain.MapDataset.source(source).map_with_index(_WithIndex(len(source)))
-  ds = shard_dataset(ds, shard)
-  if len(ds) < batch_size:
-    raise ValueError(f"this process's shard has {len(ds)} records, fewer than one batch of "
-                     f"{batch_size}")
-  if _cfg_get(config, "shuffle", True):
-    ds = ds.shuffle(seed=seed % 2**32)
-  ds = ds.repeat(_cfg_get(config, "num_epochs", None))
+  base = grain.MapDataset.source(source).map_with_index(_WithIndex(len(source)))
   aug = AugmentOptions.from_config(_cfg_get(config, "augment", {}))
-  ds = ds.random_map(DecodeAndAugment(aug),
-                     seed=(seed + 1 + _SHARD_SEED_STRIDE * shard.shard_index) % 2**32)
+  parts = []
+  for sh in data_shards:
+    ds = shard_dataset(base, sh)
+    if len(ds) * len(data_shards) < batch_size:
+      raise ValueError(f"this process's shards hold {len(ds) * len(data_shards)} records, fewer "
+                       f"than one batch of {batch_size}")
+    if _cfg_get(config, "shuffle", True):
+      ds = ds.shuffle(seed=seed % 2**32)
+    ds = ds.repeat(_cfg_get(config, "num_epochs", None))
+    parts.append(ds.random_map(DecodeAndAugment(aug),
+                               seed=(seed + 1 + _SHARD_SEED_STRIDE * sh.shard_index) % 2**32))
+  ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights=[1] * len(parts))
   return ds.batch(batch_size, drop_remainder=True)
 
 

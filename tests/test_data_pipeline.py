@@ -296,3 +296,23 @@ def test_two_jax_processes_get_disjoint_shards_and_one_global_batch(dataset, tmp
   assert len(e0) == len(e1) == 12 and not e0 & e1 and e0 | e1 == set(range(N_RECORDS))
   assert all(o["global"] == [4, 224, 224, 3] for o in outs)
   assert [o["local"] for o in outs] == [sorted(o["batch"]) for o in outs]
+
+
+def test_fixed_data_shards_give_the_same_global_batches_on_any_process_count(dataset):
+  """data_shards=2 read by 1 process == the two halves read by 2 processes, batch by batch."""
+  one = make_dataset(dataset, _config(global_batch_size=8, data_shards=2),
+                     shard=grain.sharding.ShardOptions(0, 1, drop_remainder=True))
+  halves = [make_dataset(dataset, _config(global_batch_size=8, data_shards=2),
+                         shard=grain.sharding.ShardOptions(p, 2, drop_remainder=True))
+            for p in range(2)]
+  for step in range(5):                                       # crosses an epoch boundary
+    a = one[step]
+    b = [h[step] for h in halves]
+    assert sorted(a["index"].tolist()) == sorted(b[0]["index"].tolist() + b[1]["index"].tolist())
+    order = np.argsort(a["index"])
+    merged = {k: np.concatenate([b[0][k], b[1][k]]) for k in ("image", "landmarks", "index")}
+    morder = np.argsort(merged["index"])
+    np.testing.assert_array_equal(a["image"][order], merged["image"][morder])  # same augmentation
+    np.testing.assert_allclose(a["landmarks"][order], merged["landmarks"][morder])
+  with pytest.raises(ValueError, match="data_shards=3 is not a multiple of the 2 processes"):
+    make_dataset(dataset, _config(data_shards=3), shard=grain.sharding.ShardOptions(0, 2))

@@ -29,6 +29,7 @@ TINY = [
     "--config.train.checkpoint_every=2", "--config.train.progress=False",
     "--config.optim.warmup_steps=0", "--config.optim.schedule=constant",
     "--config.checkpoint.best_metric=", "--config.wandb.mode=disabled", "--noreport",
+    "--config.data.data_shards=2",        # the same batches on 1 and 2 processes
 ]
 
 
