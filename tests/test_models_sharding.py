@@ -32,6 +32,9 @@ fwd = nnx.jit(lambda m, x: m(x).to_flat())
 for mode in ("replicated", "fsdp"):
   cfg = cfgs.get_model_config("msma_r18")
   cfg.sharding.params = mode
+  # fsdp runs the CPU's matrix-product convolutions (reshapes of the sharded batch), replicated
+  # XLA's convolutions: both forms meet sharded inputs.
+  cfg.conv_impl = "auto" if mode == "fsdp" else "xla"
   single = build_model(cfg, BFM_SIZES, seed=0)
   key = jax.random.key(1)
   for path, var in nnx.iter_graph(single):          # non-zero heads: outputs depend on the input
