@@ -15,6 +15,7 @@ from msma_jax.face_model import BFM_SIZES, Coefficients, CoefficientSizes
 from msma_jax.face_model.coefficients import FIELDS
 from msma_jax.models import (AttentionBlock, ImageInputError, ModelConfigError, build_model,
                              spec_from_config)
+from msma_jax.models.batchnorm import BatchNorm
 from msma_jax.models.resnet import STAGE_STRIDES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def small_config(variant, backbone="resnet18", conv_impl="xla"):
   """A variant's switches on a small backbone (the switches do not depend on it).
 
   Tests build with XLA's convolutions, which compile fastest; the CPU's matrix-product forms are
-  checked against them in test_models_conv.py and by test_conv_implementations_agree_on_a_model.
+  checked against them in test_models_layers.py and by test_conv_implementations_agree_on_a_model.
   """
   c = CONFIGS.get_model_config(variant)
   c.backbone = backbone
@@ -226,7 +227,7 @@ def test_backbone_stage_shapes_and_parameter_counts(backbone):
 def test_train_eval_batch_norm_the_nnx_way():
   model = build_model(small_config("r50"), BFM_SIZES)
   perturb_heads(model)
-  bns = [m for _, m in nnx.iter_graph(model) if isinstance(m, nnx.BatchNorm)]
+  bns = [m for _, m in nnx.iter_graph(model) if isinstance(m, BatchNorm)]
   assert bns and all(not b.use_running_average for b in bns)       # new models train
   a, b, c = images((3, 64, 64, 3))[:, None]
   forward = nnx.jit(lambda m, x: m(x).to_flat())

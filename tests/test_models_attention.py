@@ -11,7 +11,7 @@ from msma_jax.models import LKA, AttentionBlock, MultiScaleLKA, Policy, lka_radi
 from msma_jax.models.attention import LargeKernel
 from msma_jax.models.layers import bucketed_normal, split_sizes
 
-POLICY = Policy()
+POLICY = Policy(conv_impl="xla")      # the CPU forms are checked against it in test_models_layers
 SIZE = 48            # the grid; the largest field tested (radius 19) fits around the centre
 CENTRE = SIZE // 2
 
@@ -46,7 +46,7 @@ def response_support(fn, channels, channel=None, seed=0):
     t[0, CENTRE, CENTRE, :] = rng.normal(size=channels)
   else:
     t[0, CENTRE, CENTRE, channel] = 1.0
-  _, dy = jax.jvp(fn, (x,), (jnp.asarray(t),))
+  _, dy = jax.jit(lambda x, t: jax.jvp(fn, (x,), (t,)))(x, jnp.asarray(t))
   return np.asarray(dy[0])
 
 

@@ -106,7 +106,7 @@ def reference(datasets, cache_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("override, message", [
     ("--config.model.backbone=resnet99", "config.model"),
-    ("--config.loss.landmark=heavy", "config.loss.landmark must be a number, got str 'heavy'"),
+    ("--config.loss.landmark=heavy", "flag --config.loss.landmark=heavy: could not convert"),
     ("--config.data.path=/nonexistent/faces", "config.data.path: /nonexistent/faces does not exist"),
     ("--config.optim.name=sgdx", "config.optim.name: unknown optimizer 'sgdx'"),
 ])
@@ -119,6 +119,26 @@ def test_bad_config_values_fail_fast(datasets, cache_dir, tmp_path, override, me
   last = p.stderr.strip().splitlines()[-1]
   assert last.startswith("msma-jax train: error:") and message in last, last
   assert time.perf_counter() - t < 60     # no compilation happened
+
+
+def test_check_config_rejects_wrong_types_set_in_a_config_file():
+  """Values a config file (not a typed command-line override) can get wrong."""
+  from configs.quickstart import get_config
+  from msma_jax.train.config_checks import ConfigError, check_config
+  for path, value, message in (
+      ("loss.landmark", "heavy", "config.loss.landmark must be a number, got str 'heavy'"),
+      ("loss.photometric", True, "config.loss.photometric must be a number, got bool True"),
+      ("loss.gamma", -1.0, "config.loss.gamma must be >= 0.0"),
+      ("train.num_steps", 2.5, "config.train.num_steps must be an integer"),
+      ("wandb.mode", "cloud", "config.wandb.mode must be one of"),
+      ("optim.schedule", "linear", "config.optim.schedule: unknown 'linear'")):
+    import ml_collections
+    c = get_config()
+    section, key = path.split(".")
+    # ConfigDict refuses to change a field's type, so build the section as a file would.
+    c[section] = ml_collections.ConfigDict({**c[section].to_dict(), key: value})
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+      check_config(c)
 
 
 def test_batch_not_divisible_by_devices(datasets, cache_dir, tmp_path):

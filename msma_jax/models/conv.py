@@ -8,13 +8,16 @@ dilation d, and for depthwise kernels (`[k, k, 1, C]`, groups = C) one filter pe
   TPU's convolution units).
 * "matmul" (the CPU choice): 1x1 convolutions as one `[B*H*W, C_in] @ [C_in, C_out]` matrix
   product, depthwise convolutions as a sum over the k*k shifted views of the input, each times
-  its per-channel tap; other convolutions through XLA. Why: XLA's CPU backend runs the weight
+  its per-channel tap, stride-2 convolutions of <= 4 input channels (the stem) on 2 x 2 pixel
+  blocks (`space_to_depth_conv`); other convolutions through XLA. Why: XLA's CPU backend runs the weight
   gradient of a 1x1 convolution about 5x slower than the equivalent matrix product, and grouped
   (depthwise) convolutions 5-10x slower than the fused sum of shifted products (measured in
   benchmarks/bench_encoder.py's development; docs/BENCHMARKS.md).
 * "auto": "matmul" on the CPU backend, "xla" elsewhere (decided when the function is traced).
 """
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -68,12 +71,93 @@ def depthwise_conv(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 
   return out
 
 
+def _pool_views(x: jax.Array, kernel: int, stride: int, fill) -> list[jax.Array]:
+  """The k*k strided views of `x` padded by (k - 1) / 2 with `fill`, row-major tap order."""
+  pad = (kernel - 1) // 2
+  b, h, w, c = x.shape
+  ho, wo = (h + 2 * pad - kernel) // stride + 1, (w + 2 * pad - kernel) // stride + 1
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=fill)
+  return [lax.slice(xp, (0, u, v, 0), (b, u + (ho - 1) * stride + 1, v + (wo - 1) * stride + 1, c),
+                    (1, stride, stride, 1)) for u in range(kernel) for v in range(kernel)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def max_pool(x: jax.Array, kernel: int = 3, stride: int = 2) -> jax.Array:
+  """k x k max pooling with -inf padding (k - 1) / 2: PyTorch's MaxPool2d(k, s, k // 2).
+
+  x [B, H, W, C] -> [B, (H - 1) // s + 1, (W - 1) // s + 1, C]. The gradient goes to the first
+  maximal input of each window in row-major order, as in PyTorch. Written as an elementwise max of
+  shifted views with a hand-written gradient (the index of the winning tap, then one padded
+  scatter per tap) because XLA's CPU select-and-scatter, the gradient of `nnx.max_pool`, took
+  about 10x longer on ResNet's 112 x 112 x 64 pooling, and the automatic gradient of the views
+  form recomputes the max chain for every tap.
+  """
+  return _max_pool_fwd(x, kernel, stride)[0]
+
+
+def _max_pool_fwd(x, kernel, stride):
+  views = _pool_views(x, kernel, stride, -jnp.inf)
+  out, idx = views[0], jnp.zeros(views[0].shape, jnp.int8)
+  for t, view in enumerate(views[1:], start=1):
+    better = view > out                # strict: ties keep the earlier tap
+    out = jnp.where(better, view, out)
+    idx = jnp.where(better, jnp.int8(t), idx)
+  return out, (idx, x.shape)
+
+
+def _max_pool_bwd(kernel, stride, res, dy):
+  idx, shape = res
+  pad = (kernel - 1) // 2
+  _, h, w, _ = shape
+  ho, wo = dy.shape[1:3]
+  zero = jnp.zeros((), dy.dtype)
+  dx = None
+  for t in range(kernel * kernel):
+    u, v = divmod(t, kernel)
+    g = jnp.where(idx == t, dy, zero)
+    # Tap (u, v) of output (i, j) reads padded input (s*i + u, s*j + v): scatter back by padding.
+    cfg = ((0, 0, 0),
+           (u - pad, h + pad - u - (ho - 1) * stride - 1, stride - 1),
+           (v - pad, w + pad - v - (wo - 1) * stride - 1, stride - 1),
+           (0, 0, 0))
+    term = lax.pad(g, zero, cfg)
+    dx = term if dx is None else dx + term
+  return (dx,)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def space_to_depth_conv(x: jax.Array, w: jax.Array) -> jax.Array:
+  """Stride-2 k x k convolution (k odd) as a stride-1 ceil(k/2)-sized one on 2x2 pixel blocks.
+
+  x [B, H, W, C], w [k, k, C, O] -> [B, ceil(H/2), ceil(W/2), O], equal to `xla_conv(x, w, 2)`.
+  The kernel is zero-extended to k + 1 taps and both are regrouped so that each output reads
+  (k + 1) / 2 blocks of 2 x 2 x C values: the ResNet stem (7 x 7, 3 channels) becomes a 4 x 4
+  convolution over 12 channels, which the CPU runs several times faster than 3-channel input.
+  """
+  k, _, c, o = w.shape
+  b, h, wd, _ = x.shape
+  pad = (k - 1) // 2
+  ho, wo = (h + 2 * pad - k) // 2 + 1, (wd + 2 * pad - k) // 2 + 1
+  kb = (k + 1) // 2                               # taps per axis on the block grid
+  hs, ws = ho + kb - 1, wo + kb - 1               # block rows / columns the output reads
+  xp = jnp.pad(x, ((0, 0), (pad, 2 * hs - h - pad), (pad, 2 * ws - wd - pad), (0, 0)))
+  xs = xp.reshape(b, hs, 2, ws, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hs, ws, 4 * c)
+  w8 = jnp.pad(w, ((0, 2 * kb - k), (0, 2 * kb - k), (0, 0), (0, 0)))
+  ws_ = w8.reshape(kb, 2, kb, 2, c, o).transpose(0, 2, 1, 3, 4, 5).reshape(kb, kb, 4 * c, o)
+  return lax.conv_general_dilated(xs, ws_, (1, 1), "VALID",
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 def conv2d(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 1, groups: int = 1,
            impl: str = "auto") -> jax.Array:
   """NHWC convolution with HWIO kernel `w` (see the module docstring); returns [B, H', W', O]."""
   if resolve_impl(impl) == "matmul":
     if groups == 1 and w.shape[0] == 1 and w.shape[1] == 1:
       return pointwise_conv(x, w, stride)
+    if groups == 1 and stride == 2 and dilation == 1 and x.shape[-1] <= 4:
+      return space_to_depth_conv(x, w)
     if groups > 1 and groups == x.shape[-1] == w.shape[-1] and w.shape[2] == 1:
       return depthwise_conv(x, w, stride, dilation)
   return xla_conv(x, w, stride, dilation, groups)

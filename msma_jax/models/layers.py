@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from msma_jax.models.batchnorm import BatchNorm
 from msma_jax.models.conv import conv2d, resolve_impl
 
 
@@ -114,11 +115,11 @@ class Policy:
     return self.conv(features, features, kernel, dilation=dilation, groups=features,
                      use_bias=use_bias, rngs=rngs)
 
-  def batch_norm(self, features: int, *, scale_init=ONES, rngs: nnx.Rngs) -> nnx.BatchNorm:
+  def batch_norm(self, features: int, *, scale_init=ONES, rngs: nnx.Rngs) -> BatchNorm:
     """Batch norm over [B, H, W]; starts in training mode (`model.eval()` switches)."""
-    return nnx.BatchNorm(features, use_running_average=False, momentum=self.bn_momentum,
-                         epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=self.param_dtype,
-                         scale_init=scale_init, rngs=rngs)
+    return BatchNorm(features, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                     dtype=self.dtype, param_dtype=self.param_dtype, scale_init=scale_init,
+                     rngs=rngs)
 
   def layer_norm(self, features: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
     """Layer norm over channels of each pixel (MAN's channels-first LayerNorm in NHWC)."""

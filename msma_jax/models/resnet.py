@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from msma_jax.models.conv import max_pool
 from msma_jax.models.layers import ConvBN, Policy
 
 STAGES = ("C2", "C3", "C4", "C5")
@@ -95,7 +96,7 @@ class ResNet(nnx.Module):
 
   def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
     x = jax.nn.relu(self.bn1(self.conv1(x)))
-    x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = max_pool(x, 3, 2)
     out = {}
     for stage, layer in zip(STAGES, (self.layer1, self.layer2, self.layer3, self.layer4)):
       for blk in layer:

@@ -30,6 +30,7 @@ from flax import nnx
 
 from msma_jax.face_model.coefficients import FIELDS
 from msma_jax.models.errors import WeightImportError
+from msma_jax.models.batchnorm import BatchNorm
 from msma_jax.models.layers import Conv2D
 from msma_jax.models.mobilenet import ConvBNAct, InvertedResidual, MobileNetV2
 from msma_jax.models.resnet import ResNet
@@ -56,7 +57,7 @@ def _conv(key: str, conv: Conv2D) -> Iterator[Entry]:
     yield f"{key}.bias", conv.bias, _identity
 
 
-def _bn(key: str, bn: nnx.BatchNorm) -> Iterator[Entry]:
+def _bn(key: str, bn: BatchNorm) -> Iterator[Entry]:
   yield f"{key}.weight", bn.scale, _identity
   yield f"{key}.bias", bn.bias, _identity
   yield f"{key}.running_mean", bn.mean, _identity
@@ -159,6 +160,8 @@ def assign_entries(entries: list[Entry], state: Mapping[str, Any], *, what: str,
     if arr.shape != var.shape:
       want = _torch_shape(var, convert)
       problems.append(f"'{key}' has shape {tuple(np.shape(state[key]))}, model expects {want}")
+    elif not np.all(np.isfinite(arr)):
+      problems.append(f"'{key}' contains NaN or Inf values")
     arrays.append(arr)
   extra = sorted(k for k in state if k not in used and not ignore(k)
                  and not k.endswith("num_batches_tracked"))
@@ -167,10 +170,9 @@ def assign_entries(entries: list[Entry], state: Mapping[str, Any], *, what: str,
                                                          if len(extra) > 6 else ""))
   if problems:
     raise _describe_mismatch(what, problems, hint)
-  for (key, var, _), arr in zip(entries, arrays):
+  # Nothing is written unless everything matched: a failed import leaves the model as it was.
+  for (_, var, _), arr in zip(entries, arrays):
     old = var[...]
-    if not np.all(np.isfinite(arr)):
-      raise WeightImportError(f"{what}: tensor '{key}' contains NaN or Inf values")
     var[...] = jax.device_put(jnp.asarray(arr, old.dtype), old.sharding)
   return len(entries)
 
