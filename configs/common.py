@@ -33,7 +33,8 @@ def base_config(model_variant: str = "msma_r50") -> ml_collections.ConfigDict:
   c.eval.synthetic.max_roll_deg = 20.0
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.name = "adam"
+  c.optim.name = "adam"                     # adam | adamw | sgd
+  c.optim.momentum = 0.9                   # sgd only
   c.optim.learning_rate = 1e-4
   c.optim.weight_decay = 0.0
   c.optim.warmup_steps = 0

@@ -28,6 +28,11 @@ TINY = [
     "--config.train.num_steps=6", "--config.train.log_every=1", "--config.train.eval_every=0",
     "--config.train.checkpoint_every=2", "--config.train.progress=False",
     "--config.optim.warmup_steps=0", "--config.optim.schedule=constant",
+    # SGD with momentum at a stable rate: its update is linear in the gradient, so runs that differ
+    # only in the order of floating-point reductions (devices, processes) stay within 1e-5. Adam's
+    # first updates are ~lr·sign(g) and flip for near-zero gradients, and an unstable rate (0.01
+    # here: the landmark loss grows) amplifies rounding ~10x per step; both would test chaos.
+    "--config.optim.name=sgd", "--config.optim.learning_rate=0.001",
     "--config.checkpoint.best_metric=", "--config.wandb.mode=disabled", "--noreport",
     "--config.data.data_shards=2",        # the same batches on 1 and 2 processes
 ]
@@ -82,16 +87,29 @@ def _params(workdir, step=None) -> dict:
   import orbax.checkpoint as ocp
   latest = pathlib.Path(workdir) / "checkpoints" / "latest"
   step = step or max(int(p.name) for p in latest.iterdir() if p.name.isdigit())
-  tree = ocp.StandardCheckpointer().restore(latest / str(step) / "state")
+  path = latest / str(step) / "state"
+  ckptr = ocp.StandardCheckpointer()
+  # Restore onto this (1-device) process whatever the topology the run saved with.
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+                        ckptr.metadata(path).item_metadata.tree)
+  tree = ckptr.restore(path, target)
   return {"/".join(map(str, k)): np.asarray(v) for k, v in
           jax.tree_util.tree_flatten_with_path(tree)[0]
           for k in [[getattr(e, "key", getattr(e, "idx", e)) for e in k]]}
 
 
-def _assert_same_params(a: dict, b: dict, rtol=1e-5, atol=1e-7):
+def _assert_same_params(a: dict, b: dict, rtol=1e-5):
+  """Every array equal within `rtol` relative error in norm, ||a - b|| / ||b||. Element-wise
+  ratios are meaningless for entries near zero (batch-norm means ~1e-4), which differ by float32
+  rounding of sums reduced in another order."""
   assert a.keys() == b.keys()
   for k in a:
-    np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
+    # Keys "0/..." are the model (parameters, batch statistics); "1/..." the optimizer, whose
+    # momentum is a sum of raw gradients, which carry the rounding of the reductions unaveraged.
+    tol = rtol if k.startswith("0/") else 10 * rtol
+    err = np.linalg.norm(np.ravel(a[k] - b[k])) / max(np.linalg.norm(np.ravel(b[k])), 1e-30)
+    assert err <= tol, f"{k}: relative error {err:.2e} > {tol:g}"
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +184,7 @@ def test_nan_batch_is_skipped_and_state_kept(embedded):
   batch = {"image": jnp.asarray(rng.uniform(size=(2, 32, 32, 3)), jnp.float32),
            "landmarks": jnp.asarray(rng.uniform(8, 24, size=(2, 68, 2)), jnp.float32),
            "skin_mask": jnp.ones((2, 32, 32)), "valid": jnp.ones((2,))}
-  before = jax.tree.map(np.asarray, ts.state)
+  before = jax.tree.map(lambda x: np.array(x, copy=True), ts.state)   # the step donates its input
   bad = {**batch, "image": batch["image"].at[1, 3, 3, 0].set(jnp.nan)}
   with jax.set_mesh(mesh):
     state, metrics = step(ts.state, bad)
@@ -266,7 +284,14 @@ def test_wandb_offline_run_holds_metrics(datasets, cache_dir, tmp_path):
   _run(datasets, cache_dir, w, "--config.wandb.mode=offline", "--config.train.num_steps=2")
   runs = list((w / "wandb").glob("offline-run-*"))
   assert len(runs) == 1
-  summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
-  assert "train/total" in summary and "train/photometric" in summary
-  cfg = (runs[0] / "files" / "config.yaml").read_text()
-  assert "code_version" in cfg
+  # wandb >= 0.2x keeps an offline run only in its record log (run-<id>.wandb, protobuf) until
+  # `wandb sync`; history items are stored as key + JSON text, so each logged value must appear
+  # there verbatim, next to its key.
+  log = next(runs[0].glob("run-*.wandb")).read_bytes()
+  rows = [json.loads(l) for l in (w / "metrics.jsonl").read_text().splitlines()]
+  logged = [(k, r[k]) for r in rows for k in ("train/total", "train/photometric") if k in r]
+  assert len(logged) == 4
+  for key, value in logged:
+    assert key.encode() in log and json.dumps(value).encode() in log, (key, value)
+  assert b"code_version" in log and b"wandb_run_id" not in log
+  assert (w / "wandb_run_id").read_text().strip() in runs[0].name

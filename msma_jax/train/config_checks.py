@@ -59,8 +59,9 @@ def check_config(config) -> None:
   for k in ("log_every", "eval_every", "checkpoint_every", "image_every"):
     _number(t[k], f"train.{k}", minimum=0, integer=True)
   _number(config.optim.learning_rate, "optim.learning_rate", minimum=0.0)
-  if config.optim.get("name", "adam") not in ("adam", "adamw"):
-    raise ConfigError(f"config.optim.name: unknown optimizer {config.optim.name!r} (adam | adamw)")
+  if config.optim.get("name", "adam") not in ("adam", "adamw", "sgd"):
+    raise ConfigError(f"config.optim.name: unknown optimizer {config.optim.name!r} "
+                      "(adam | adamw | sgd)")
   if config.optim.get("schedule", "constant") not in ("constant", "step", "cosine"):
     raise ConfigError(f"config.optim.schedule: unknown {config.optim.schedule!r} "
                       "(constant | step | cosine)")

@@ -1,6 +1,6 @@
 """Optimizer and learning-rate schedule from `config.optim`.
 
-    name            adam | adamw
+    name            adam | adamw | sgd (with `momentum`)
     learning_rate   peak rate (Deep3DFaceRecon: 1e-4)
     weight_decay    adamw only
     warmup_steps    linear warm-up from 0
@@ -46,8 +46,10 @@ def make_optimizer(c, total_steps: int, steps_per_epoch: int
   elif name == "adamw":
     opt = optax.adamw(schedule, b1=float(c.get("b1", 0.9)), b2=float(c.get("b2", 0.999)),
                       weight_decay=float(c.get("weight_decay", 1e-4)))
+  elif name == "sgd":
+    opt = optax.sgd(schedule, momentum=float(c.get("momentum", 0.9)) or None)
   else:
-    raise OptimConfigError(f"config.optim.name: unknown optimizer {name!r} (adam | adamw)")
+    raise OptimConfigError(f"config.optim.name: unknown optimizer {name!r} (adam | adamw | sgd)")
   clip = float(c.get("grad_clip_norm", 0.0))
   if clip > 0:
     opt = optax.chain(optax.clip_by_global_norm(clip), opt)

@@ -41,6 +41,9 @@ def make_train_step(train_state, face_model: FaceModel, camera: cam.Camera, conf
   loss_config = config.loss
 
   def train_step(state, batch):
+    # nnx.merge reuses the State's Variable objects and the optimizer updates them in place, so
+    # keep an independent copy of the input for the NaN guard.
+    old = jax.tree.map(lambda x: x, state)
     model, optimizer = nnx.merge(graphdef, state)
 
     def loss_fn(model):
@@ -51,12 +54,12 @@ def make_train_step(train_state, face_model: FaceModel, camera: cam.Camera, conf
       return total, terms
 
     (loss, terms), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(grads)
     optimizer.update(model, grads)
     updated = nnx.state((model, optimizer))
     # NaN/Inf guard: keep every array of the input state (including batch-norm statistics).
-    new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), updated, state)
+    new_state = jax.tree.map(lambda new, prev: jnp.where(ok, new, prev), updated, old)
     metrics = {f"train/{k}": v for k, v in terms.items()}
     metrics["train/grad_norm"] = grad_norm
     metrics["train/skipped"] = (~ok).astype(jnp.int32)

@@ -8,6 +8,7 @@ under `<workdir>/wandb/` and can be uploaded later with `wandb sync`. Every scal
 from __future__ import annotations
 
 import json
+import uuid
 import os
 import pathlib
 import subprocess
@@ -67,7 +68,8 @@ class Tracker:
     if self.mode != "disabled":
       import wandb
       id_file = self.workdir / "wandb_run_id"
-      run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+      # The id is kept in the work dir so that a resumed run continues the same W&B run.
+      run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
       id_file.write_text(run_id)
       self.run = wandb.init(project=config.wandb.project, entity=config.wandb.get("entity") or None,
                             name=config.wandb.get("name") or self.workdir.name,
