@@ -2,7 +2,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
-OUT ?= outputs/quickstart
+WORKDIR ?= runs/quickstart
 
 .PHONY: quickstart test setup clean
 
@@ -16,10 +16,10 @@ $(VENV)/.installed: setup.py
 
 quickstart: setup
 	$(BIN)/msma-jax info
-	$(BIN)/msma-jax demo --out $(OUT)
+	$(BIN)/msma-jax train --config configs/quickstart.py --workdir $(WORKDIR)
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 tests
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) outputs runs data .pytest_cache

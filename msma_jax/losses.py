@@ -7,6 +7,7 @@ scaled for BFM and the embedded model).
 
     total = photometric · w_photo + landmark · w_lm + coeff_reg · w_reg + gamma · w_gamma
             + reflectance · w_refl (+ identity · w_id when an identity network is configured)
+            (+ shape_3d · w_shape when the batch has ground-truth coefficients: synthetic data)
 """
 from __future__ import annotations
 
@@ -39,7 +40,19 @@ def get_loss_config() -> ml_collections.ConfigDict:
   c.identity = 0.2        # used only when identity_network != 'none'
   c.identity_network = "none"   # 'none' | 'dlib' | 'arcface_onnx:<path>'
   c.photometric_eps = 1e-6
+  # 3D shape supervision, only for data with ground truth (synthetic faces carry their coefficients).
+  # Off in the paper's weakly supervised setting; the CPU quickstart turns it on (configs/quickstart.py).
+  c.shape_3d = 0.0
   return c
+
+
+def shape_loss(face_model: FaceModel, pred: Coefficients, truth: Coefficients) -> jax.Array:
+  """Mean over the front-face region of |S(pred) - S(truth)|², mm², S = unposed shape (identity +
+  expression). Pose, lighting and albedo are left to the image terms."""
+  d = face_model.shape(pred) - face_model.shape(truth)
+  sq = jnp.sum(d ** 2, axis=-1) * face_model.unit_in_mm ** 2       # [B, V]
+  w = jnp.asarray(face_model.face_mask, jnp.float32)
+  return jnp.mean(jnp.sum(sq * w, axis=-1) / jnp.sum(w))
 
 
 def photometric_loss(rendered: jax.Array, image: jax.Array, mask: jax.Array,
@@ -134,5 +147,9 @@ def compute_losses(face_model: FaceModel, coeffs: Coefficients, batch: dict,
     composite = out.image * out.mask[..., None] + image * (1.0 - out.mask[..., None])
     terms["identity"] = identity_fn(composite, image, batch["landmarks"])
     weights["identity"] = config.identity
+  if config.get("shape_3d", 0.0) > 0 and "coeffs" in batch:
+    truth = Coefficients.from_flat(batch["coeffs"], face_model.sizes, name="batch['coeffs']")
+    terms["shape_3d"] = shape_loss(face_model, coeffs, truth)
+    weights["shape_3d"] = config.shape_3d
   total = sum(weights[k] * terms[k] for k in terms)
   return total, {**terms, "total": total}, out

@@ -89,3 +89,38 @@ def test_compute_losses_on_a_rendered_target(embedded):
       wrong.replace(id=wrong.id + 0.1, tex=wrong.tex + 0.1, exp=wrong.exp + 0.1))
   for name in ("id", "exp", "tex", "angle", "gamma", "trans"):
     assert np.abs(np.asarray(getattr(g, name))).sum() > 0, name
+
+
+def test_shape_loss_matches_numpy_and_is_used_only_with_ground_truth(embedded, rng):
+  """Mean over the face region of the squared distance (mm²) between unposed shapes, computed here
+  from the model's arrays; pose, albedo and lighting differences cost nothing."""
+  s = embedded.sizes
+  pred = Coefficients.from_flat(jnp.asarray(rng.normal(size=(2, s.total)), jnp.float32), s)
+  truth = Coefficients.from_flat(jnp.asarray(rng.normal(size=(2, s.total)), jnp.float32), s)
+  mean, idb, expb = (np.asarray(embedded.mean_shape, np.float64),
+                     np.asarray(embedded.id_basis, np.float64),
+                     np.asarray(embedded.exp_basis, np.float64))
+  region = np.asarray(embedded.face_mask, bool)
+  ref = []
+  for b in range(2):
+    sp = mean + idb @ np.asarray(pred.id[b], np.float64) + expb @ np.asarray(pred.exp[b], np.float64)
+    st = mean + idb @ np.asarray(truth.id[b], np.float64) + expb @ np.asarray(truth.exp[b], np.float64)
+    ref.append(np.mean(np.sum((sp - st)[region] ** 2, axis=-1)) * embedded.unit_in_mm ** 2)
+  got = losses.shape_loss(embedded, pred, truth)
+  assert float(got) == pytest.approx(np.mean(ref), rel=1e-4)
+  same_shape = truth.replace(angle=pred.angle, tex=pred.tex, gamma=pred.gamma, trans=pred.trans)
+  assert float(losses.shape_loss(embedded, same_shape, truth)) == 0.0
+  # compute_losses adds the term only when it is weighted and the batch carries coefficients.
+  camera = cam.Camera.for_face_model(embedded, 32)
+  batch = {"image": jnp.zeros((2, 32, 32, 3)), "landmarks": jnp.zeros((2, 68, 2))}
+  config = losses.get_loss_config()
+  assert "shape_3d" not in losses.compute_losses(embedded, pred, {**batch, "coeffs": truth.to_flat()},
+                                                 camera, config)[1]
+  config.shape_3d = 0.5
+  assert "shape_3d" not in losses.compute_losses(embedded, pred, batch, camera, config)[1]
+  total, terms, _ = losses.compute_losses(embedded, pred, {**batch, "coeffs": truth.to_flat()},
+                                          camera, config)
+  assert float(terms["shape_3d"]) == pytest.approx(np.mean(ref), rel=1e-4)
+  rest = sum(config[k] * terms[k] for k in ("photometric", "landmark", "coeff_reg", "gamma",
+                                            "reflectance"))
+  assert float(total) == pytest.approx(float(rest + 0.5 * terms["shape_3d"]), rel=1e-5)

@@ -18,7 +18,7 @@ from msma_jax import camera as cam
 from msma_jax.face_model import load_face_model
 from msma_jax.train import data as train_data
 from msma_jax.train.checkpoint import Checkpointer
-from msma_jax.train.config_checks import check_config
+from msma_jax.train.config_checks import ConfigError, check_config
 from msma_jax.train.distributed import maybe_initialize_distributed
 from msma_jax.train.evaluator import Evaluator
 from msma_jax.train.mesh import batch_sharding, make_mesh
@@ -116,6 +116,7 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
           "coefficient_sizes": list(face_model.sizes)}
   sharding = batch_sharding(mesh)
   from data_pipelines.device import to_device
+  with_coeffs = float(config.loss.get("shape_3d", 0.0)) > 0
   t = config.train
   eval_metrics, skipped, interrupted, step = {}, [], False, start
 
@@ -129,7 +130,10 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
   with _StopFlag() as stop, jax.set_mesh(mesh):
     for step in range(start + 1, total_steps + 1):
       batch = next(iterator)
-      device_batch = to_device(device_batch_keys(batch), sharding)
+      if with_coeffs and "coeffs" not in batch:
+        raise ConfigError(f"config.loss.shape_3d: {config.data.path} has no ground-truth "
+                          "coefficients (only synthetic datasets do); set loss.shape_3d=0")
+      device_batch = to_device(device_batch_keys(batch, with_coeffs), sharding)
       ts.state, metrics = train_step(ts.state, device_batch)
       if int(metrics["train/skipped"]):
         keys = np.asarray(batch.get("index", [])).tolist()

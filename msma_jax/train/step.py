@@ -25,8 +25,11 @@ from msma_jax.train.mesh import DATA_AXES, batch_sharding, replicated
 BATCH_KEYS = ("image", "landmarks", "skin_mask", "valid")
 
 
-def device_batch_keys(batch: dict) -> dict:
-  return {k: batch[k] for k in BATCH_KEYS if k in batch}
+def device_batch_keys(batch: dict, with_coeffs: bool = False) -> dict:
+  """The arrays a step reads; ground-truth coefficients (synthetic data) only when a loss uses them
+  (`loss.shape_3d`), so other runs do not ship them to the devices."""
+  keys = BATCH_KEYS + (("coeffs",) if with_coeffs else ())
+  return {k: batch[k] for k in keys if k in batch}
 
 
 def _all_finite(tree) -> jax.Array:
