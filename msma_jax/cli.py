@@ -115,14 +115,15 @@ def _cmd_reconstruct(args) -> int:
   upsample = args.upsample if args.upsample == "auto" else int(args.upsample)
   summary = run_reconstruct(
       args.inputs, args.out, outputs=args.save, every=args.every, texture_size=args.texture_size,
-      progress=not args.no_progress, checkpoint=args.checkpoint, face_model=args.face_model,
+      sheet=args.sheet, sheet_count=args.sheet_count, progress=not args.no_progress, checkpoint=args.checkpoint, face_model=args.face_model,
       fit_steps=args.fit_steps, landmark_steps=args.landmark_steps, fit_size=args.fit_size,
       batch_size=args.batch_size, detector=args.detector, upsample=upsample,
       max_faces=args.max_faces if args.max_faces > 0 else None, min_score=args.min_score,
       which=args.which,
       device=args.device, use_landmark_files=not args.ignore_landmark_files)
   print(summary.format())
-  print(f"wrote {args.out}/summary.json")
+  print(f"wrote {args.out}/summary.json" + (f" and {args.sheet}" if args.sheet and summary.faces
+                                              else ""))
   return 1 if summary.num_failed else 0
 
 
@@ -155,6 +156,9 @@ def _add_reconstruct_parser(sub) -> None:
                  help="comma-separated outputs: obj, ply, npz, mat, landmarks, pose, overlay, depth, "
                  "texture; or mesh, coefficients, default (all but depth and texture), all")
   p.add_argument("--texture-size", type=int, default=512, help="UV texture side (px)")
+  p.add_argument("--sheet", metavar="PNG", help="also write a contact sheet: photo, overlay, "
+                 "landmarks and three views of each face")
+  p.add_argument("--sheet-count", type=int, default=16, help="faces on the sheet (the first N)")
   p.add_argument("--every", type=int, default=1, metavar="K", help="videos: every K-th frame")
   p.add_argument("--batch-size", type=int, default=8, help="faces per batch")
   p.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None,

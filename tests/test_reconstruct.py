@@ -173,6 +173,9 @@ def test_exports_reload(astronaut_result, embedded, tmp_path):
   seen = texture[..., 3] > 0
   assert 0.2 < seen.mean() < 0.9
   assert texture[..., :3][seen].mean() > 60                              # photo colours, not black
+  from msma_jax.inference.sheet import write_sheet
+  sheet = cv2.imread(str(write_sheet([face, face], tmp_path / "sheet.png", tile=224)))
+  assert sheet.shape == (2 * 224 + 4, 6 * 224, 3)
 
 
 def test_landmarks_map_back_through_crop_and_rescale(fast, astronaut_result):

@@ -61,11 +61,13 @@ class RunSummary:
 def run_reconstruct(inputs: Sequence[str], out_dir: str | pathlib.Path, *,
                     reconstructor=None, outputs: Optional[str | Sequence[str]] = None,
                     every: int = 1, texture_size: int = 512, progress: bool = True,
+                    sheet: Optional[str | pathlib.Path] = None, sheet_count: int = 16,
                     log: Callable[[str], None] | None = None, **reconstructor_args) -> RunSummary:
   """Reconstructs every face of `inputs` (files, folders, globs, videos) into `out_dir`.
 
   reconstructor: a `Reconstructor` (else one is built from `reconstructor_args`); outputs: what to
-  write per face (`result.parse_outputs`); every: keep every K-th video frame. Failures are
+  write per face (`result.parse_outputs`); every: keep every K-th video frame; sheet: also write
+  a contact sheet PNG of the first `sheet_count` faces (`sheet.write_sheet`). Failures are
   printed through `log` (default: stderr, above the progress bar) as they happen.
   """
   from msma_jax.inference.reconstruct import Reconstructor
@@ -83,6 +85,7 @@ def run_reconstruct(inputs: Sequence[str], out_dir: str | pathlib.Path, *,
   if not sources:
     raise ValueError("no inputs given")
   summary = RunSummary()
+  sheet_faces = []
   total = count_items(sources, every)
   bar = tqdm(total=total, desc="reconstruct", unit="picture", disable=not progress,
              dynamic_ncols=True)
@@ -109,6 +112,8 @@ def run_reconstruct(inputs: Sequence[str], out_dir: str | pathlib.Path, *,
           error = InputError("failed", f"{item.name}: face {face.face_index}: export failed "
                                        f"({type(e).__name__}: {e})")
           break
+        if sheet and len(sheet_faces) < sheet_count:
+          sheet_faces.append(face)
         written.append({"face": face.face_index,
                          "pose_deg": [round(float(v), 3) for v in face.pose],
                          "files": [str(p.relative_to(out)) for p in paths.values()]})
@@ -122,6 +127,9 @@ def run_reconstruct(inputs: Sequence[str], out_dir: str | pathlib.Path, *,
       if written:
         summary.done.append({"input": item.name, "faces": written})
       bar.set_postfix(faces=summary.faces, failed=summary.num_failed)
+    if sheet and sheet_faces:
+      from msma_jax.inference.sheet import write_sheet
+      write_sheet(sheet_faces, sheet)
   finally:
     bar.close()
     summary.seconds = time.perf_counter() - t0

@@ -97,6 +97,9 @@ class Reconstructor:
     files beside pictures. which: "best" or "latest" checkpoint. device: "cpu" | "gpu" | "tpu" |
     None (JAX's default). progress: show fitting progress bars. keep_photo: results keep a reference
     to the picture (needed for overlays and textures).
+  encoder / encoder_size: instead of a checkpoint, an encoder module already in memory (e.g. built
+    by `msma_jax.models.build_model` or imported from Deep3DFaceRecon weights) and the crop size it
+    expects; it is used in inference mode.
   """
 
   def __init__(self, checkpoint: str | os.PathLike | None = None,
@@ -106,7 +109,8 @@ class Reconstructor:
                batch_size: int = 8, detector: str = "hog", upsample: int | str = "auto",
                max_faces: Optional[int] = None, min_score: float = 0.3, min_side: int = 32,
                use_landmark_files: bool = True, which: str = "best", device: Optional[str] = None,
-               progress: bool = False, keep_photo: bool = True):
+               progress: bool = False, keep_photo: bool = True, encoder=None,
+               encoder_size: int = 224):
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if fit_size < 32:
@@ -121,8 +125,13 @@ class Reconstructor:
     self.progress, self.keep_photo = progress, keep_photo
     self.checkpoint, self.model, self.meta = None, None, {}
     self.model_size = None
+    if checkpoint is not None and encoder is not None:
+      raise ValueError("give a checkpoint or an encoder, not both")
     if checkpoint is not None:
       self._load_encoder(checkpoint, which)
+    elif encoder is not None:
+      encoder.eval()
+      self._set_encoder(encoder, int(encoder_size))
     fitting = bool(fit_steps) if fit_steps is not None else self.model is None
     self.fit_steps = int(fit_steps) if fit_steps is not None else (
         DEFAULT_FIT_STEPS if self.model is None else 0)
@@ -156,13 +165,19 @@ class Reconstructor:
     return jax.default_device(self.device) if self.device is not None else contextlib.nullcontext()
 
   def _load_encoder(self, checkpoint, which: str) -> None:
-    from flax import nnx
-
     from msma_jax.train.checkpoint import load_model
     with self._on_device():
       model, meta = load_model(checkpoint, which=which, face_model=self.face_model)
-    self.checkpoint, self.model, self.meta = pathlib.Path(checkpoint), model, meta
-    self.model_size = int(meta.get("image_size", 224))
+    self.checkpoint, self.meta = pathlib.Path(checkpoint), meta
+    self._set_encoder(model, int(meta.get("image_size", 224)))
+
+  def _set_encoder(self, model, size: int) -> None:
+    from flax import nnx
+    sizes = tuple(getattr(model, "sizes", self.face_model.sizes))
+    if sizes != tuple(self.face_model.sizes):
+      raise ValueError(f"encoder predicts coefficient sizes {sizes}, face model "
+                       f"{self.face_model.name!r} has {tuple(self.face_model.sizes)}")
+    self.model, self.model_size = model, size
     graphdef, state = nnx.split(model)
     if self.device is not None:
       state = jax.device_put(state, self.device)
@@ -171,7 +186,9 @@ class Reconstructor:
 
   @property
   def init_name(self) -> str:
-    return "mean face" if self.model is None else f"encoder {self.checkpoint}"
+    if self.model is None:
+      return "mean face"
+    return f"encoder {self.checkpoint}" if self.checkpoint else "encoder"
 
   # ---- pictures -> faces -------------------------------------------------------------------------
   def _find(self, image: np.ndarray, name: str, landmark_file, landmarks):

@@ -149,7 +149,7 @@ class FaceResult:
 
   def depth_map(self) -> np.ndarray:
     """float32 [H, W] camera depth in model units at the photo's resolution (0 where no face)."""
-    return self._views().render_on_photo(self.coefficients, self.transform, self.image_size)[2]
+    return self._views().depth_map(self.coefficients, self.transform, self.image_size)
 
   def texture(self, size: int = 512) -> np.ndarray:
     """uint8 RGBA [size, size, 4] photo colours in the model's UV layout (see `Views.texture`)."""

@@ -91,37 +91,60 @@ class Views:
 
   # ---- on the original photo ---------------------------------------------------------------------
   def render_on_photo(self, coeffs: Coefficients, transform: AlignTransform,
-                      image_size: tuple[int, int]):
+                      image_size: tuple[int, int], *, with_depth: bool = True):
     """Renders one face at the photo's resolution.
 
     transform: photo -> crop alignment of the crop the coefficients refer to (any crop size: the
-    coefficients do not depend on it); image_size: (H, W) of the photo. Returns (image [H, W, 3]
-    float in [0, 1] (0 outside the face), alpha [H, W] coverage in [0, 1], depth [H, W] model units
-    from the camera, 0 where no face).
+    coefficients do not depend on it); image_size: (H, W) of the photo. Returns (box, image, alpha,
+    depth): box (x0, y0, x1, y1) the photo region drawn into (the crop's footprint, clipped to the
+    photo; nothing is drawn outside it), image [y1-y0, x1-x0, 3] float in [0, 1] (0 outside the
+    face), alpha [y1-y0, x1-x0] coverage in [0, 1], depth [y1-y0, x1-x0] model units from the
+    camera, 0 where no face (None unless with_depth).
     """
     factor = render_factor(transform)
     big = scaled(transform, factor)
     image, mask, depth = self.render_crop(coeffs, big.size)
     h, w = image_size
+    corners = big.to_image(np.array([[0.0, 0.0], [big.size, big.size]]))
+    x0, y0 = (max(0, int(np.floor(v))) for v in corners[0])
+    x1, y1 = min(w, int(np.ceil(corners[1, 0]))), min(h, int(np.ceil(corners[1, 1])))
+    if x1 <= x0 or y1 <= y0:                                   # the crop lies outside the photo
+      x0, y0 = min(x0, w), min(h, y0)
+      empty = np.zeros((0, 0), np.float32)
+      return (x0, y0, x0, y0), np.zeros((0, 0, 3), np.float32), empty, (
+          empty if with_depth else None)
     back = big.inverse_matrix                                  # crop pixels -> photo pixels
+    back[:, 2] -= (x0, y0)                                     # ... -> pixels of the box
+    size = (y1 - y0, x1 - x0)
     premultiplied = np.concatenate([image * mask[..., None], mask[..., None]], -1)
     # factor is the smallest power of two reaching photo resolution, so this shrinks by < 2x at
     # most: bilinear sampling does not alias.
-    warped = warp_affine(premultiplied.astype(np.float32), back, (h, w))
+    warped = warp_affine(premultiplied.astype(np.float32), back, size)
     alpha = np.clip(warped[..., 3], 0.0, 1.0)
     colour = np.where(alpha[..., None] > 1e-6, warped[..., :3] / np.maximum(alpha[..., None], 1e-6),
                       0.0)
-    depth_photo = warp_affine(depth.astype(np.float32), back, (h, w),
-                              interpolation=cv2.INTER_NEAREST)
-    return np.clip(colour, 0.0, 1.0), alpha, depth_photo
+    depth_box = (warp_affine(depth.astype(np.float32), back, size,
+                             interpolation=cv2.INTER_NEAREST) if with_depth else None)
+    return (x0, y0, x1, y1), np.clip(colour, 0.0, 1.0), alpha, depth_box
+
+  def depth_map(self, coeffs: Coefficients, transform: AlignTransform,
+                image_size: tuple[int, int]) -> np.ndarray:
+    """float32 [H, W] camera depth (model units) of the face at the photo's resolution, 0 elsewhere."""
+    (x0, y0, x1, y1), _, _, depth = self.render_on_photo(coeffs, transform, image_size)
+    out = np.zeros(image_size, np.float32)
+    out[y0:y1, x0:x1] = depth
+    return out
 
   def overlay(self, photo: np.ndarray, coeffs: Coefficients, transform: AlignTransform,
               opacity: float = 1.0) -> np.ndarray:
     """uint8 RGB photo [H, W, 3] with the rendered face composited over it (same size, uint8)."""
-    colour, alpha, _ = self.render_on_photo(coeffs, transform, photo.shape[:2])
+    (x0, y0, x1, y1), colour, alpha, _ = self.render_on_photo(coeffs, transform, photo.shape[:2],
+                                                              with_depth=False)
+    out = photo.copy()
     a = (opacity * alpha)[..., None]
-    out = photo.astype(np.float32) / 255.0 * (1.0 - a) + colour * a
-    return np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
+    region = photo[y0:y1, x0:x1].astype(np.float32) / 255.0 * (1.0 - a) + colour * a
+    out[y0:y1, x0:x1] = np.round(np.clip(region, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return out
 
   def texture(self, photo: np.ndarray, coeffs: Coefficients, transform: AlignTransform,
               size: int = 512, depth_tolerance: float = 0.005) -> np.ndarray:
