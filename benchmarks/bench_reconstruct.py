@@ -71,11 +71,13 @@ class Table:
   def __init__(self):
     self.rows = []
 
-  def add(self, stage, setting, batch, seconds_per_batch, note=""):
-    per_image = seconds_per_batch / batch * 1e3
-    self.rows.append((stage, setting, batch, per_image, batch / seconds_per_batch, note))
+  def add(self, stage, setting, batch, seconds, note="", images=None):
+    """seconds: one call processing `images` pictures (default: one batch of `batch`)."""
+    images = images or batch
+    per_image = seconds / images * 1e3
+    self.rows.append((stage, setting, batch, per_image, images / seconds, note))
     print(f"  {stage:12s} {setting:52s} B={batch:<3d} {per_image:8.1f} ms/img "
-          f"{batch / seconds_per_batch:7.1f} img/s {note}", flush=True)
+          f"{images / seconds:7.1f} img/s {note}", flush=True)
 
   def markdown(self) -> str:
     lines = ["| stage | setting | batch | ms / image | images / s |",
@@ -101,8 +103,8 @@ def bench_detection(table, pics, repeats):
   for p in pics:                                     # dlib model files loaded, caches warm
     rec.prepare(p)
   t = timed(lambda: [rec.prepare(p) for p in pics], repeats)
-  table.add("detection", "dlib HOG auto + 68 landmarks + 224 crop (512x512, 600x512)", 1,
-            t / len(pics))
+  table.add("detection", "dlib HOG auto + 68 landmarks + 224 crop (512x512, 600x512)", 1, t,
+            images=len(pics))
 
 
 def bench_encoders(table, repeats, quick):
@@ -204,11 +206,11 @@ def bench_end_to_end(table, pics, repeats, tmp, quick):
   one(True)
   c = time.perf_counter() - t
   s = timed(lambda: one(False), repeats)
-  table.add("end to end", "msma_r50, no fitting: detect + align + encoder + mesh", 1,
-            s / len(pics), f"first call {c:.0f} s")
+  table.add("end to end", "msma_r50, no fitting: detect + align + encoder + mesh", 1, s,
+            f"first call {c:.0f} s", images=len(pics))
   s = timed(lambda: one(True), repeats)
-  table.add("end to end", "msma_r50, no fitting, + default files (overlay incl.)", 1,
-            s / len(pics))
+  table.add("end to end", "msma_r50, no fitting, + default files (overlay incl.)", 1, s,
+            images=len(pics))
   n = 16 if quick else 32
   for variant in (["msma_mbv2"] if quick else ["msma_mbv2", "msma_r18"]):
     rec = Reconstructor(encoder=encoder(variant), encoder_size=224, batch_size=16)
@@ -224,7 +226,8 @@ def bench_end_to_end(table, pics, repeats, tmp, quick):
     for outputs, label in [(None, "no files"), ("obj,npz,landmarks,pose", "mesh, coefficients, "
                                                 "landmarks, json"), ("default", "default files")]:
       s = timed(lambda: many(outputs), max(1, repeats // 2))
-      table.add("end to end", f"{variant}, reconstruct_many of {n} photos, {label}", n, s)
+      table.add("end to end", f"{variant}, reconstruct_many of {n} photos, {label}", 16, s,
+                images=n)
 
 
 def write_figure(path: pathlib.Path) -> None:

@@ -56,7 +56,7 @@ def fast():
 
 @pytest.fixture(scope="module")
 def fitting():
-  return Reconstructor(fit_steps=100, batch_size=2)
+  return Reconstructor(fit_steps=100, batch_size=1)
 
 
 @pytest.fixture(scope="module")
@@ -67,29 +67,29 @@ def astronaut_result(fast):
 
 # ---- fitting ------------------------------------------------------------------------------------
 
-def test_fitting_only_recovers_synthetic_faces(fitting, embedded, tmp_path):
-  """Faces rendered at 224x224 from known coefficients (landmark files beside the renders, as a
-  user would supply them) come back within 2 px and 3 degrees."""
-  camera = cam.Camera.for_face_model(embedded, 224)
+def test_fitting_only_recovers_a_synthetic_face(fitting, embedded, tmp_path):
+  """A face rendered at 224x224 from known coefficients (its landmark file beside the render, as a
+  user would supply it) comes back within 2 px and 3 degrees. It is the harder face of
+  tests/test_fit.py's pair (pitch 10 degrees off after the landmark warm-up alone)."""
   truth = random_coefficients(embedded, jax.random.key(3), 2, max_yaw_deg=30, max_pitch_deg=10,
                               max_roll_deg=8)
-  out = render_face(embedded, truth, camera, background=jnp.full(3, 0.5))
-  paths = []
-  for i in range(2):
-    p = write_png(tmp_path / f"synthetic{i}.png",
-                  np.round(np.clip(np.asarray(out.image[i]), 0, 1) * 255).astype(np.uint8))
-    np.savetxt(p.with_suffix(".txt"), np.asarray(out.landmarks_2d[i]) - 0.5)   # 0-based indices
-    paths.append(p)
-  results = list(fitting.reconstruct_many(paths))
-  assert [len(r) for _, r in results] == [1, 1]
-  for i, (_, (face,)) in enumerate(results):
-    assert face.origin == "file"
-    err = np.linalg.norm(face.landmarks - np.asarray(out.landmarks_2d[i]), axis=-1)
-    assert err.mean() < 2.0, err.mean()
-    # The fit lives in the aligned crop; move it to the render's own framing to compare poses.
-    in_image = reframe(embedded, face.coefficients, face.transform)
-    pose_err = np.abs(np.degrees(np.asarray(in_image.angle) - np.asarray(truth.angle[i])))
-    assert pose_err.max() < 3.0, pose_err
+  truth = jax.tree.map(lambda a: np.asarray(a[1]), truth)
+  image, mask, _ = fitting.views.render_crop(truth, 224)     # the program overlays use, too
+  image = image * mask[..., None] + 0.5 * (1 - mask[..., None])
+  camera = cam.Camera.for_face_model(embedded, 224)
+  landmarks = np.asarray(projected_landmarks(embedded, jax.tree.map(lambda a: a[None], truth),
+                                             camera))[0]
+  path = write_png(tmp_path / "synthetic.png", np.round(image * 255).astype(np.uint8))
+  np.savetxt(path.with_suffix(".txt"), landmarks - 0.5)         # 0-based pixel indices
+  (face,) = fitting.reconstruct(path)
+  assert face.origin == "file"
+  err = np.linalg.norm(face.landmarks - landmarks, axis=-1)
+  assert err.mean() < 2.0, err.mean()
+  # The fit lives in the aligned crop; move it to the render's own framing to compare poses.
+  in_image = reframe(embedded, face.coefficients, face.transform)
+  pose_err = np.abs(np.degrees(np.asarray(in_image.angle) - truth.angle))
+  assert pose_err.max() < 3.0, pose_err
+  print(f"synthetic face: landmarks {err.mean():.2f} px, pose errors {np.round(pose_err, 2)} deg")
 
 
 def test_real_photos_landmarks_within_5_percent_of_inter_ocular_distance(fitting):
@@ -98,15 +98,11 @@ def test_real_photos_landmarks_within_5_percent_of_inter_ocular_distance(fitting
   steps = fitting.fit_steps
   fitting.fit_steps = 30
   try:
-    results = list(fitting.reconstruct_many([astronaut(), grace_hopper()]))
+    faces = [fitting.reconstruct(p)[0] for p in (astronaut(), grace_hopper())]   # batches of 1
   finally:
     fitting.fit_steps = steps
-  errors = []
-  for _, faces in results:
-    assert len(faces) == 1
-    face = faces[0]
-    err = np.linalg.norm(face.landmarks - face.input_landmarks, axis=-1).mean()
-    errors.append(err / inter_ocular(face.input_landmarks))
+  errors = [np.linalg.norm(f.landmarks - f.input_landmarks, axis=-1).mean()
+            / inter_ocular(f.input_landmarks) for f in faces]
   assert max(errors) < 0.05, errors
 
 
@@ -216,6 +212,17 @@ def test_landmark_files_and_bad_input_lines(fast, tmp_path):
   assert [type(r).__name__ for _, r in out] == ["InputError", "list", "InputError"]
 
 
+def test_unavailable_device_is_one_line():
+  try:
+    jax.devices("gpu")
+    pytest.skip("this machine has a GPU")
+  except RuntimeError:
+    pass
+  with pytest.raises(ValueError, match=r"--device gpu: no GPU is available to JAX"):
+    Reconstructor(device="gpu")
+  assert Reconstructor(device="cpu", fit_steps=0).device.platform == "cpu"
+
+
 # ---- videos and the command line ----------------------------------------------------------------
 
 def write_video(path, frames, fps=10):
@@ -249,7 +256,8 @@ def _cli(*args):
                         capture_output=True, text=True, timeout=600)
 
 
-def test_cli_bad_inputs_one_line_each_and_exit_status(tmp_path):
+def test_cli_bad_inputs_one_line_each_and_exit_status(tmp_path, capsys):
+  from msma_jax.cli import main
   src = tmp_path / "in"
   (src / "sub").mkdir(parents=True)
   write_png(src / "astronaut.png", astronaut()[:300, 80:380])
@@ -257,11 +265,13 @@ def test_cli_bad_inputs_one_line_each_and_exit_status(tmp_path):
   (src / "notes.png").write_text("not an image")
   write_png(src / "sub" / "cat.png", __import__("skimage").data.chelsea())
   (src / "broken.avi").write_bytes(b"RIFF....AVI garbage" * 20)
-  p = _cli("reconstruct", src, tmp_path / "missing.jpg", "--out", tmp_path / "out",
-           "--fit-steps", "0", "--save", "npz,pose", "--no-progress")
-  assert p.returncode == 1, p.stderr[-3000:]
-  lines = [l for l in p.stderr.splitlines() if l.startswith("skipped: ")]
-  assert len(lines) == 5, p.stderr[-3000:]
+  common = ["--fit-steps", "0", "--batch-size", "4", "--no-progress"]
+  status = main(["reconstruct", str(src), str(tmp_path / "missing.jpg"), "--out",
+                 str(tmp_path / "out"), "--save", "npz,pose", *common])
+  out, err = capsys.readouterr()
+  assert status == 1, err[-3000:]
+  lines = [l for l in err.splitlines() if l.startswith("skipped: ")]
+  assert len(lines) == 5, err[-3000:]
   for needle in ("truncated.jpg: ", "notes.png: ", "cat.png: no face found", "broken.avi: cannot "
                  "open video", "missing.jpg: no such file"):
     assert sum(needle in l for l in lines) == 1, (needle, lines)
@@ -269,11 +279,11 @@ def test_cli_bad_inputs_one_line_each_and_exit_status(tmp_path):
   assert summary["pictures"] == 6 and summary["pictures_done"] == 1 and summary["faces"] == 1
   assert summary["failed"] == {"missing": 1, "unreadable": 2, "video": 1, "no_face": 1}
   assert (tmp_path / "out" / "astronaut_face0.npz").is_file()
-  assert "pictures: 6, reconstructed: 1" in p.stdout
+  assert "pictures: 6, reconstructed: 1" in out
   # all good -> 0
-  p = _cli("reconstruct", src / "astronaut.png", "--out", tmp_path / "out2", "--fit-steps", "0",
-           "--save", "pose", "--no-progress")
-  assert p.returncode == 0, p.stderr[-3000:]
+  status = main(["reconstruct", str(src / "astronaut.png"), "--out", str(tmp_path / "out2"),
+                 "--save", "pose", *common])
+  assert status == 0, capsys.readouterr().err[-3000:]
   info = json.loads((tmp_path / "out2" / "astronaut_face0.json").read_text())
   assert abs(info["pose_deg"]["yaw"]) < 20
 
@@ -320,8 +330,9 @@ def test_checkpoint_encoder_and_predictor(checkpoint, embedded):
   rec = Reconstructor(checkpoint)
   assert rec.fit_steps == 0 and rec.landmark_steps == 0 and rec.model_size == 32
   (face,) = rec.reconstruct(astronaut())
-  # the coefficients are the encoder's output on the 32 px aligned crop
-  model, _ = load_model(checkpoint)
+  # the coefficients are the checkpoint's encoder's output on the 32 px aligned crop
+  model, meta = load_model(checkpoint)
+  assert meta["image_size"] == 32
   from data_pipelines.alignment import warp_to_crop
   from msma_jax.inference.views import scaled
   small = warp_to_crop(astronaut(), scaled(face.transform, 32 / 224)).astype(np.float32) / 255
