@@ -120,8 +120,11 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
   t = config.train
   eval_metrics, skipped, interrupted, step = {}, [], False, start
 
+  last_eval = None
+
   def run_eval(step):
-    nonlocal eval_metrics
+    nonlocal eval_metrics, last_eval
+    last_eval = step
     eval_metrics, panel = evaluator(ts.state)
     tracker.log(step, eval_metrics)
     tracker.log_images(step, image_panel(*panel), "eval/panel")
@@ -155,7 +158,8 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
         tracker.message(f"stopped at step {step}: checkpoint saved in {ckpt.directory}")
         break
     else:
-      if evaluator is not None and (not t.eval_every or total_steps % t.eval_every):
+      # Also when a finished run is started again: its report needs the final numbers.
+      if evaluator is not None and last_eval != total_steps:
         run_eval(total_steps)
       if ckpt.latest_step() != total_steps:
         ckpt.save(total_steps, ts.state, iterator, meta, force=True)
