@@ -330,8 +330,11 @@ def test_checkpoint_encoder_and_predictor(checkpoint, embedded):
   rec = Reconstructor(checkpoint)
   assert rec.fit_steps == 0 and rec.landmark_steps == 0 and rec.model_size == 32
   (face,) = rec.reconstruct(astronaut())
-  # the coefficients are the checkpoint's encoder's output on the 32 px aligned crop
-  model, meta = load_model(checkpoint)
+  # the coefficients are the checkpoint's encoder's output on the 32 px aligned crop; a path
+  # relative to the working directory works too (Orbax itself wants absolute ones)
+  with pytest.MonkeyPatch.context() as mp:
+    mp.chdir(checkpoint.parent)
+    model, meta = load_model(checkpoint.name)
   assert meta["image_size"] == 32
   from data_pipelines.alignment import warp_to_crop
   from msma_jax.inference.views import scaled

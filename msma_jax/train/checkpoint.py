@@ -121,7 +121,7 @@ class CheckpointLoadError(ValueError):
 def find_checkpoint(path: str | pathlib.Path, which: str = "best") -> pathlib.Path:
   """Resolves a run directory, its `checkpoints/`, a `latest/`/`best/` folder or a step folder to a
   step folder. which: "best" (falls back to latest) or "latest"."""
-  p = pathlib.Path(path).expanduser()
+  p = pathlib.Path(path).expanduser().absolute()      # Orbax restores from absolute paths only
   if not p.exists():
     raise CheckpointLoadError(f"{p}: checkpoint not found")
   if (p / "state").is_dir() and (p / "meta").is_dir():
