@@ -319,3 +319,33 @@ def test_training_with_the_dlib_identity_term_logs_it(datasets, cache_dir, tmp_p
                  "gamma": 10.0, "reflectance": 5.0, "identity": 0.2, "shape_3d": 0.02}
       assert r["train/total"] == pytest.approx(sum(weights[k] * v for k, v in parts.items()),
                                                rel=1e-4)
+
+
+def test_periodic_evaluation_reports_model_and_mean_face(datasets, cache_dir, tmp_path):
+  """Held-out evaluation during a run: the mean-face baseline's 3D error equals one computed here
+  from the eval split's ground-truth coefficients (rigid alignment over the face region), and
+  the run's report carries the model's numbers next to it."""
+  from msma_jax.evaluation.metrics import vertex_rmse
+  from msma_jax.face_model import Coefficients, load_face_model
+  from msma_jax.train.data import ensure_dataset, eval_batches
+  import ml_collections
+  w = tmp_path / "eval"
+  _run(datasets, cache_dir, w, "--config.eval.enabled=True", "--config.train.num_steps=2",
+       "--config.train.eval_every=2")
+  rows = [json.loads(l) for l in (w / "metrics.jsonl").read_text().splitlines()]
+  (ev,) = [r for r in rows if "eval/vertex_mm" in r]
+  assert ev["step"] == 2
+  fm = load_face_model("embedded")
+  path = ensure_dataset(ml_collections.ConfigDict(
+      {"path": str(datasets / "eval"), "synthetic_if_missing": False}), "embedded", 32)
+  batches = eval_batches(path, ml_collections.ConfigDict({"batch_size": 8}), 32)
+  truth = Coefficients.from_flat(np.concatenate([b["coeffs"] for b in batches]), fm.sizes)
+  gt = np.asarray(fm.shape(truth))
+  mean = np.asarray(fm.mean_shape)
+  ref = np.mean([vertex_rmse(mean, g, np.asarray(fm.face_mask), align="rigid") for g in gt])
+  assert ev["baseline/vertex_mm"] == pytest.approx(ref, rel=1e-4)
+  for key in ("landmark_nme", "photometric", "vertex_mm"):
+    assert np.isfinite(ev[f"eval/{key}"]) and ev[f"baseline/{key}"] > 0
+  report = json.loads((w / "report.json").read_text())
+  assert report["eval"]["baseline/vertex_mm"] == pytest.approx(ref, rel=1e-4)
+  assert list((w / "images").glob("eval_panel_*.png"))

@@ -46,10 +46,7 @@ class Evaluator:
 
   def _device(self, batch: dict) -> dict:
     from data_pipelines.device import to_device
-    keys = device_batch_keys(batch)
-    if "coeffs" in batch:
-      keys["coeffs"] = batch["coeffs"]
-    return to_device(keys, self.sharding)
+    return to_device(device_batch_keys(batch, with_coeffs=True), self.sharding)
 
   def _evaluate(self, predict, want_panel: bool = False):
     nme, photo, vert = [], [], []

@@ -1,4 +1,4 @@
-"""One jitted training step and one evaluation step, with explicit shardings.
+"""One jitted training step and the prediction function evaluation uses, with explicit shardings.
 
 train_step(state, batch) -> (state, metrics): encoder forward (batch norm in training mode), the
 losses of `msma_jax.losses` (rendering sharded over the batch's mesh axes), gradients, optimizer
@@ -83,19 +83,4 @@ def make_predict_fn(train_state, mesh: Mesh):
     return model(images)
 
   return jax.jit(predict, in_shardings=(train_state.shardings, batch_sharding(mesh)),
-                 out_shardings=replicated(mesh))
-
-
-def make_eval_step(train_state, face_model: FaceModel, camera: cam.Camera, config, mesh: Mesh):
-  """state, batch -> (coefficients, rendered landmarks [B, 68, 2], loss terms, posed vertices)."""
-  graphdef = train_state.graphdef_eval
-
-  def eval_step(state, batch):
-    model, _ = nnx.merge(graphdef, state)
-    coeffs = model(batch["image"])
-    _, terms, out = compute_losses(face_model, coeffs, batch, camera, config.loss,
-                                   batch_axes=DATA_AXES)
-    return coeffs, out.landmarks_2d, terms
-
-  return jax.jit(eval_step, in_shardings=(train_state.shardings, batch_sharding(mesh)),
                  out_shardings=replicated(mesh))
