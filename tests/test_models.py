@@ -1,8 +1,6 @@
 """Encoder: variants and switches, shapes, mean-face start, BN train/eval, dtypes, jit, bad input."""
 import dataclasses
-import importlib.util
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +9,7 @@ import optax
 import pytest
 from flax import nnx
 
+import configs.model as model_configs   # the encoder's variants (configs/ is installed)
 from msma_jax.face_model import BFM_SIZES, Coefficients, CoefficientSizes
 from msma_jax.face_model.coefficients import FIELDS
 from msma_jax.models import (AttentionBlock, ImageInputError, ModelConfigError, build_model,
@@ -18,18 +17,7 @@ from msma_jax.models import (AttentionBlock, ImageInputError, ModelConfigError, 
 from msma_jax.models.batchnorm import BatchNorm
 from msma_jax.models.resnet import STAGE_STRIDES
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-
-def load_model_configs():
-  """configs/model.py loaded from its path (configs/ is not an installed package)."""
-  spec = importlib.util.spec_from_file_location("msma_configs_model", ROOT / "configs" / "model.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-CONFIGS = load_model_configs()
 SMALL = (2, 64, 64, 3)
 
 
@@ -43,7 +31,7 @@ def small_config(variant, backbone="resnet18", conv_impl="xla"):
   Tests build with XLA's convolutions, which compile fastest; the CPU's matrix-product forms are
   checked against them in test_models_layers.py and by test_conv_implementations_agree_on_a_model.
   """
-  c = CONFIGS.get_model_config(variant)
+  c = model_configs.get_model_config(variant)
   c.backbone = backbone
   c.conv_impl = conv_impl
   return c
@@ -75,18 +63,18 @@ def count_blocks(model, cls):
 # ---- config: variants, validation -----------------------------------------------------------------
 
 def test_every_variant_validates_and_unknown_names_fail():
-  assert len(CONFIGS.VARIANTS) == 4 * 6 + 8
-  for name in CONFIGS.VARIANTS:
-    spec = spec_from_config(CONFIGS.get_model_config(name))
+  assert len(model_configs.VARIANTS) == 4 * 6 + 8
+  for name in model_configs.VARIANTS:
+    spec = spec_from_config(model_configs.get_model_config(name))
     assert spec.variant == name
-  assert set(CONFIGS.ABLATIONS) <= set(CONFIGS.VARIANTS)
+  assert set(model_configs.ABLATIONS) <= set(model_configs.VARIANTS)
   with pytest.raises(ModelConfigError, match="unknown model variant 'msma_r51'"):
-    CONFIGS.get_model_config("msma_r51")
-  assert CONFIGS.get_config("r18").model.backbone == "resnet18"
+    model_configs.get_model_config("msma_r51")
+  assert model_configs.get_config("r18").model.backbone == "resnet18"
 
 
 def test_named_variants_set_the_switches_they_name():
-  s = lambda v: spec_from_config(CONFIGS.get_model_config(v))
+  s = lambda v: spec_from_config(model_configs.get_model_config(v))
   assert s("msma_r50").fusion.enabled and s("msma_r50").attention.kind == "mlka"
   assert s("msma_r50").fusion.stages == ("C2", "C3", "C4", "C5")
   assert not s("r34").fusion.enabled and s("r34").attention.kind == "none"
@@ -112,39 +100,39 @@ def test_named_variants_set_the_switches_they_name():
     (lambda c: setattr(c.sharding, "params", "tp"), r"sharding.params: unknown value 'tp'"),
 ])
 def test_bad_switch_values_name_the_field(change, match):
-  c = CONFIGS.get_model_config("msma_r50")
+  c = model_configs.get_model_config("msma_r50")
   change(c)
   with pytest.raises(ModelConfigError, match=match):
     spec_from_config(c)
 
 
 def test_inconsistent_or_unknown_fields_fail():
-  c = CONFIGS.get_model_config("r50").to_dict()
+  c = model_configs.get_model_config("r50").to_dict()
   c["attention"]["kind"] = "mlka"
   c["attention"]["where"] = ("stages",)
   with pytest.raises(ModelConfigError, match="'stages' needs fusion.enabled"):
     spec_from_config(c)
-  c = CONFIGS.get_model_config("r50").to_dict()
+  c = model_configs.get_model_config("r50").to_dict()
   c["fusion"]["widht"] = 128
   with pytest.raises(ModelConfigError, match=r"config.model.fusion: unknown field\(s\) \['widht'\]"):
     spec_from_config(c)
-  c = CONFIGS.get_model_config("r50").to_dict()
+  c = model_configs.get_model_config("r50").to_dict()
   c["attention"]["kind"], c["attention"]["kernels"] = "lka", ((5, 7, 3), (3, 5, 2))
   with pytest.raises(ModelConfigError, match="LKA takes one"):
     spec_from_config(c)
   with pytest.raises(ModelConfigError, match="face_model must be"):
-    build_model(CONFIGS.get_model_config("r18"), "embedded")
+    build_model(model_configs.get_model_config("r18"), "embedded")
 
 
 # ---- every switch combination of the ablation table: shapes, mean face, structure -------------------
 
 def _switches(variant):
-  spec = spec_from_config(CONFIGS.get_model_config(variant))
+  spec = spec_from_config(model_configs.get_model_config(variant))
   return dataclasses.replace(spec, backbone="x", variant="x", input_norm="x")
 
 
 # One model per distinct switch combination of the ablation table (the backbone is covered below).
-ABLATION_COMBOS = list({_switches(v): v for v in (*CONFIGS.ABLATIONS, "deep3d_r50")}.values())
+ABLATION_COMBOS = list({_switches(v): v for v in (*model_configs.ABLATIONS, "deep3d_r50")}.values())
 
 
 @pytest.mark.parametrize("variant", ABLATION_COMBOS)

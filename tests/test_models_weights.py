@@ -4,8 +4,6 @@ The PyTorch references are written here with torch.nn (torchvision's key layout,
 filled with random weights and batch-norm statistics; the tests need the optional `torch`
 (skipped without it). The mismatch tests use NumPy state dicts and always run.
 """
-import importlib.util
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import configs.model as model_configs   # the encoder's variants (configs/ is installed)
 from msma_jax.face_model import BFM_SIZES, CoefficientSizes
 from msma_jax.models import WeightImportError, build_model
 from msma_jax.models.torch_weights import (load_deep3d_checkpoint, load_torch_file,
@@ -25,22 +24,11 @@ except ImportError:      # torch is optional: pip install torch==2.13.0 (CPU bui
   torch = None
 
 needs_torch = pytest.mark.skipif(torch is None, reason="needs torch (pip install torch==2.13.0)")
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 EMBEDDED_SIZES = CoefficientSizes(id=63, exp=6, tex=8)
 
 
-def load_model_configs():
-  spec = importlib.util.spec_from_file_location("msma_configs_model", ROOT / "configs" / "model.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-CONFIGS = load_model_configs()
-
-
 def config(variant, **top):
-  c = CONFIGS.get_model_config(variant)
+  c = model_configs.get_model_config(variant)
   for k, v in top.items():
     setattr(c, k, v)
   return c
