@@ -1,6 +1,4 @@
 """Rasterizer, interpolation, antialiasing and render_face against a brute-force reference."""
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +7,7 @@ import pytest
 from multidevice import run_with_devices
 from render_reference import min_edge_distance_px, reference_rasterize
 from msma_jax import camera as cam
-from msma_jax.render import (antialias, interpolate, rasterize, render_face, triangle_neighbors)
+from msma_jax.render import antialias, interpolate, rasterize, render_face, triangle_neighbors
 
 
 def perspective_clip(points, f=2.0, n=0.5, far=20.0):

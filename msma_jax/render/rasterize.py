@@ -29,7 +29,6 @@ centre at (x + 0.5, y + 0.5); front faces are counter-clockwise in NDC.
 """
 from __future__ import annotations
 
-import math
 from typing import Literal, NamedTuple
 
 import jax
@@ -274,7 +273,7 @@ def materialize(tree):
   if jax.default_backend() != "cpu":
     return jax.lax.optimization_barrier(tree)
   first = jax.tree.leaves(tree)[0].ravel()[:1]
-  trips = 1 + jnp.sum(first != first, dtype=jnp.int32)                # 1 (2 for a leading NaN)
+  trips = 1 + jnp.sum(jnp.isnan(first), dtype=jnp.int32)            # 1 (2 for a leading NaN)
   zeros = jax.tree.map(jnp.zeros_like, tree)
   return jax.lax.while_loop(lambda c: c[0] < trips, lambda c: (c[0] + 1, tree),
                             (jnp.int32(0), zeros))[1]

@@ -5,8 +5,6 @@ This is what the losses, training, inference and the synthetic data generator ca
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -33,8 +31,8 @@ class RenderOutput:
   landmarks_2d: jax.Array
   vertices: jax.Array
   fragments: Fragments
-  depth: Optional[jax.Array] = None
-  normals: Optional[jax.Array] = None
+  depth: jax.Array | None = None
+  normals: jax.Array | None = None
 
 
 def _background(background, shape, dtype):
