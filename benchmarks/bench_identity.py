@@ -22,12 +22,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import pathlib
 import platform
 import sys
 import tempfile
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # this checkout, not an install
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # this checkout, not an install
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -16,6 +16,9 @@ import argparse
 import importlib.util
 import pathlib
 import re
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # this checkout, not an install
 
 import jax
 import jax.numpy as jnp

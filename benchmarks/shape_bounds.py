@@ -13,6 +13,10 @@ perspective) not in the image, yet rigid alignment counts it.
 from __future__ import annotations
 
 import argparse
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # this checkout, not an install
 
 import jax.numpy as jnp
 import numpy as np
