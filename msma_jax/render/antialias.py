@@ -16,10 +16,8 @@ inside the surface (both neighbours front-facing) are left alone since colours a
 As in nvdiffrast, an edge is handled only by the pair direction closer to its normal (horizontal
 pairs for mostly vertical edges), so the summed coverage changes by the edge's extent when it moves.
 
-Cost: O(B·H·W) gathers and a few dozen flops per pixel pair, independent of the triangle count. The
-silhouette test and the choice of edge run without gradients; the crossing t is then recomputed
-with gradients from the two vertices of the chosen edge only, so the backward pass is a few flops
-per pair (differentiating the whole selection made XLA's CPU backward ~10x the forward).
+Cost: O(B·H·W) gathers and a few dozen flops per pixel pair, independent of the triangle count;
+only the crossing t of the chosen edge is differentiated (see `_pair_deltas`).
 """
 from __future__ import annotations
 
