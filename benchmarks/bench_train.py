@@ -48,7 +48,7 @@ def median_seconds(fn, repeats: int) -> tuple[float, float]:
   return first, statistics.median(times)
 
 
-def load_config(spec: str, batch: int):
+def load_config(spec: str, batch: int, image_size: int = 0):
   import importlib.util
   path, _, arg = spec.partition(":")
   module_spec = importlib.util.spec_from_file_location("bench_config", path)
@@ -56,6 +56,8 @@ def load_config(spec: str, batch: int):
   module_spec.loader.exec_module(module)
   config = module.get_config(arg) if arg else module.get_config()
   config.data.global_batch_size = batch
+  if image_size:
+    config.image_size = image_size
   return config
 
 
@@ -64,6 +66,7 @@ def main() -> None:
   ap.add_argument("--config", default=str(ROOT / "configs" / "default.py"))
   ap.add_argument("--batch", type=int, default=8)
   ap.add_argument("--repeats", type=int, default=5)
+  ap.add_argument("--image-size", type=int, default=0, help="override config.image_size")
   args = ap.parse_args()
 
   from msma_jax import camera as cam
@@ -74,7 +77,7 @@ def main() -> None:
   from msma_jax.train.state import create_train_state
   from msma_jax.train.step import make_train_step
 
-  config = load_config(args.config, args.batch)
+  config = load_config(args.config, args.batch, args.image_size)
   size, b = int(config.image_size), args.batch
   face_model = load_face_model(config.face_model)
   camera = cam.Camera.for_face_model(face_model, size)

@@ -6,8 +6,8 @@ import pytest
 from flax import nnx
 
 from msma_jax.models.batchnorm import BatchNorm
-from msma_jax.models.conv import (conv2d, depthwise_conv, max_pool, pointwise_conv, resolve_impl,
-                                  xla_conv)
+from msma_jax.models.conv import (PATCH_CONV_MAX_PIXELS, conv2d, depthwise_conv, max_pool,
+                                  pointwise_conv, resolve_impl, xla_conv)
 from msma_jax.models.layers import Policy
 
 
@@ -35,6 +35,9 @@ CASES = [  # (H, W, C_in, C_out, k, stride, dilation, groups)
     (9, 7, 5, 6, 1, 1, 1, 1), (9, 7, 5, 6, 1, 2, 1, 1), (9, 8, 4, 3, 3, 2, 1, 1),
     (11, 10, 6, 6, 3, 1, 1, 6), (11, 10, 6, 6, 5, 2, 1, 6), (12, 12, 4, 4, 3, 1, 4, 4),
     (13, 9, 3, 3, 7, 1, 2, 3), (20, 17, 3, 5, 7, 2, 1, 1), (9, 10, 2, 4, 3, 2, 1, 1),
+    # dense 3x3 on small output maps (patch_conv on the CPU) and one large enough for XLA's
+    (2, 2, 8, 8, 3, 1, 1, 1), (4, 4, 6, 7, 3, 2, 1, 1), (5, 4, 6, 5, 3, 1, 2, 1),
+    (12, 10, 5, 6, 3, 1, 1, 1),
 ]
 
 
@@ -54,6 +57,19 @@ def test_every_implementation_matches_the_definition(h, w, ci, co, k, s, d, g):
            for impl in ("xla", "matmul")]
   for a, b in zip(*grads):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("size, stride, small", [(7, 1, True), (8, 1, False), (14, 2, True),
+                                                 (16, 2, False)])
+def test_matmul_impl_gathers_patches_only_on_small_output_maps(size, stride, small):
+  """The "matmul" form computes 3x3 convolutions with <= 49 output pixels as one dot (XLA's CPU
+  convolution is up to 40x slower there) and leaves larger maps to XLA's convolution."""
+  x, w = jnp.ones((2, size, size, 8)), jnp.ones((3, 3, 8, 4))
+  out = ((size - 1) // stride + 1) ** 2
+  assert (out <= PATCH_CONV_MAX_PIXELS) == small
+  jaxpr = str(jax.make_jaxpr(lambda a, b: conv2d(a, b, stride, impl="matmul"))(x, w))
+  assert ("conv_general_dilated" not in jaxpr) == small
+  assert ("dot_general" in jaxpr) == small
 
 
 def test_dispatch_and_module():

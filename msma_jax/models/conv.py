@@ -9,10 +9,14 @@ dilation d, and for depthwise kernels (`[k, k, 1, C]`, groups = C) one filter pe
 * "matmul" (the CPU choice): 1x1 convolutions as one `[B*H*W, C_in] @ [C_in, C_out]` matrix
   product, depthwise convolutions as a sum over the k*k shifted views of the input, each times
   its per-channel tap, stride-2 convolutions of <= 4 input channels (the stem) on 2 x 2 pixel
-  blocks (`space_to_depth_conv`); other convolutions through XLA. Why: XLA's CPU backend runs the weight
-  gradient of a 1x1 convolution about 5x slower than the equivalent matrix product, and grouped
-  (depthwise) convolutions 5-10x slower than the fused sum of shifted products (measured in
-  benchmarks/bench_encoder.py's development; docs/BENCHMARKS.md).
+  blocks (`space_to_depth_conv`), dense k x k convolutions whose output map has at most
+  `PATCH_CONV_MAX_PIXELS` pixels as one matrix product over gathered patches (`patch_conv`); other
+  convolutions through XLA. Why: XLA's CPU backend runs the weight gradient of a 1x1 convolution
+  about 5x slower than the equivalent matrix product, grouped (depthwise) convolutions 5-10x slower
+  than the fused sum of shifted products, and convolutions on small maps up to 40x slower (a 3x3,
+  512-channel convolution on a 2 x 2 map, ResNet's C5 at 64 x 64 input: 276 ms forward + backward
+  against 7 ms as a matrix product; at 7 x 7, C5 at 224 x 224: 38 vs 31 ms), measured in
+  benchmarks/bench_encoder.py's development; docs/BENCHMARKS.md.
 * "auto": "matmul" on the CPU backend, "xla" elsewhere (decided when the function is traced).
 """
 from __future__ import annotations
@@ -24,6 +28,9 @@ import jax.numpy as jnp
 from jax import lax
 
 CONV_IMPLS = ("auto", "xla", "matmul")
+# Output maps up to 7 x 7 (ResNet's C5 at 224 x 224) take `patch_conv` on the CPU: measured faster
+# than XLA's convolution there, equal at 6 x 6 to 8 x 8, slower above (the patch copy grows as k²).
+PATCH_CONV_MAX_PIXELS = 49
 
 
 def resolve_impl(impl: str) -> str:
@@ -52,13 +59,36 @@ def pointwise_conv(x: jax.Array, w: jax.Array, stride: int = 1) -> jax.Array:
   return y.reshape(b, h, wd, w.shape[-1])
 
 
+def _output_size(size: int, k: int, stride: int, dilation: int) -> int:
+  pad = dilation * (k - 1) // 2
+  return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+
+
+def patch_conv(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 1) -> jax.Array:
+  """Dense k x k convolution as one matrix product over gathered patches ("im2col").
+
+  x [B, H, W, C], w [k, k, C, O] -> [B, H', W', O]: the k² shifted (strided, dilated) views of the
+  padded input are concatenated along channels, `[B*H'*W', k²C] @ [k²C, O]`. The copy is k² times
+  the output map, so this is only worth it on small maps (`PATCH_CONV_MAX_PIXELS`).
+  """
+  k = w.shape[0]
+  pad = dilation * (k - 1) // 2
+  b, h, wd, c = x.shape
+  ho, wo = _output_size(h, k, stride, dilation), _output_size(wd, k, stride, dilation)
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  views = [lax.slice(xp, (0, u * dilation, v * dilation, 0),
+                     (b, u * dilation + (ho - 1) * stride + 1, v * dilation + (wo - 1) * stride + 1, c),
+                     (1, stride, stride, 1)) for u in range(k) for v in range(k)]
+  patches = jnp.concatenate(views, axis=-1).reshape(b * ho * wo, k * k * c)
+  return jnp.dot(patches, w.reshape(k * k * c, w.shape[-1])).reshape(b, ho, wo, w.shape[-1])
+
+
 def depthwise_conv(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 1) -> jax.Array:
   """Depthwise convolution as a sum of shifted views; x [B, H, W, C], w [k, k, 1, C]."""
   k = w.shape[0]
   pad = dilation * (k - 1) // 2
   b, h, wd, c = x.shape
-  ho = (h + 2 * pad - dilation * (k - 1) - 1) // stride + 1
-  wo = (wd + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+  ho, wo = _output_size(h, k, stride, dilation), _output_size(wd, k, stride, dilation)
   xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   out = None
   for u in range(k):
@@ -160,4 +190,8 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 1, group
       return space_to_depth_conv(x, w)
     if groups > 1 and groups == x.shape[-1] == w.shape[-1] and w.shape[2] == 1:
       return depthwise_conv(x, w, stride, dilation)
+    k = w.shape[0]
+    if (groups == 1 and _output_size(x.shape[1], k, stride, dilation)
+        * _output_size(x.shape[2], k, stride, dilation) <= PATCH_CONV_MAX_PIXELS):
+      return patch_conv(x, w, stride, dilation)
   return xla_conv(x, w, stride, dilation, groups)
