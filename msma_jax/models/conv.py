@@ -64,6 +64,20 @@ def _output_size(size: int, k: int, stride: int, dilation: int) -> int:
   return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
 
 
+def _tap_views(x: jax.Array, kernel: int, stride: int = 1, dilation: int = 1,
+               fill=0.0) -> list[jax.Array]:
+  """The k*k views of `x` padded by dilation * (k - 1) / 2 with `fill` that tap (u, v) of every
+  output pixel reads, row-major tap order; each [B, H', W', C]."""
+  pad = dilation * (kernel - 1) // 2
+  b, h, w, c = x.shape
+  ho, wo = _output_size(h, kernel, stride, dilation), _output_size(w, kernel, stride, dilation)
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=fill)
+  span_h, span_w = (ho - 1) * stride + 1, (wo - 1) * stride + 1
+  return [lax.slice(xp, (0, u * dilation, v * dilation, 0),
+                    (b, u * dilation + span_h, v * dilation + span_w, c), (1, stride, stride, 1))
+          for u in range(kernel) for v in range(kernel)]
+
+
 def patch_conv(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 1) -> jax.Array:
   """Dense k x k convolution as one matrix product over gathered patches ("im2col").
 
@@ -71,44 +85,21 @@ def patch_conv(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 1) -
   padded input are concatenated along channels, `[B*H'*W', k²C] @ [k²C, O]`. The copy is k² times
   the output map, so this is only worth it on small maps (`PATCH_CONV_MAX_PIXELS`).
   """
-  k = w.shape[0]
-  pad = dilation * (k - 1) // 2
-  b, h, wd, c = x.shape
-  ho, wo = _output_size(h, k, stride, dilation), _output_size(wd, k, stride, dilation)
-  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  views = [lax.slice(xp, (0, u * dilation, v * dilation, 0),
-                     (b, u * dilation + (ho - 1) * stride + 1, v * dilation + (wo - 1) * stride + 1, c),
-                     (1, stride, stride, 1)) for u in range(k) for v in range(k)]
-  patches = jnp.concatenate(views, axis=-1).reshape(b * ho * wo, k * k * c)
-  return jnp.dot(patches, w.reshape(k * k * c, w.shape[-1])).reshape(b, ho, wo, w.shape[-1])
+  k, c, o = w.shape[0], x.shape[-1], w.shape[-1]
+  patches = jnp.concatenate(_tap_views(x, k, stride, dilation), axis=-1)
+  b, ho, wo, _ = patches.shape
+  y = jnp.dot(patches.reshape(b * ho * wo, k * k * c), w.reshape(k * k * c, o))
+  return y.reshape(b, ho, wo, o)
 
 
 def depthwise_conv(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 1) -> jax.Array:
   """Depthwise convolution as a sum of shifted views; x [B, H, W, C], w [k, k, 1, C]."""
   k = w.shape[0]
-  pad = dilation * (k - 1) // 2
-  b, h, wd, c = x.shape
-  ho, wo = _output_size(h, k, stride, dilation), _output_size(wd, k, stride, dilation)
-  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   out = None
-  for u in range(k):
-    for v in range(k):
-      view = lax.slice(xp, (0, u * dilation, v * dilation, 0),
-                       (b, u * dilation + (ho - 1) * stride + 1,
-                        v * dilation + (wo - 1) * stride + 1, c), (1, stride, stride, 1))
-      term = view * w[u, v, 0]
-      out = term if out is None else out + term
+  for t, view in enumerate(_tap_views(x, k, stride, dilation)):
+    term = view * w[t // k, t % k, 0]
+    out = term if out is None else out + term
   return out
-
-
-def _pool_views(x: jax.Array, kernel: int, stride: int, fill) -> list[jax.Array]:
-  """The k*k strided views of `x` padded by (k - 1) / 2 with `fill`, row-major tap order."""
-  pad = (kernel - 1) // 2
-  b, h, w, c = x.shape
-  ho, wo = (h + 2 * pad - kernel) // stride + 1, (w + 2 * pad - kernel) // stride + 1
-  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=fill)
-  return [lax.slice(xp, (0, u, v, 0), (b, u + (ho - 1) * stride + 1, v + (wo - 1) * stride + 1, c),
-                    (1, stride, stride, 1)) for u in range(kernel) for v in range(kernel)]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
@@ -126,7 +117,7 @@ def max_pool(x: jax.Array, kernel: int = 3, stride: int = 2) -> jax.Array:
 
 
 def _max_pool_fwd(x, kernel, stride):
-  views = _pool_views(x, kernel, stride, -jnp.inf)
+  views = _tap_views(x, kernel, stride, fill=-jnp.inf)
   out, idx = views[0], jnp.zeros(views[0].shape, jnp.int8)
   for t, view in enumerate(views[1:], start=1):
     better = view > out                # strict: ties keep the earlier tap
