@@ -13,10 +13,10 @@ dilation d, and for depthwise kernels (`[k, k, 1, C]`, groups = C) one filter pe
   `PATCH_CONV_MAX_PIXELS` pixels as one matrix product over gathered patches (`patch_conv`); other
   convolutions through XLA. Why: XLA's CPU backend runs the weight gradient of a 1x1 convolution
   about 5x slower than the equivalent matrix product, grouped (depthwise) convolutions 5-10x slower
-  than the fused sum of shifted products, and convolutions on small maps up to 40x slower (a 3x3,
-  512-channel convolution on a 2 x 2 map, ResNet's C5 at 64 x 64 input: 276 ms forward + backward
-  against 7 ms as a matrix product; at 7 x 7, C5 at 224 x 224: 38 vs 31 ms), measured in
-  benchmarks/bench_encoder.py's development; docs/BENCHMARKS.md.
+  than the fused sum of shifted products, and convolutions on small maps up to 28x slower (a 3x3,
+  512-channel convolution on a 2 x 2 map, ResNet's C5 at 64 x 64 input: 282 ms forward + backward
+  against 10 ms as a matrix product; at 7 x 7, C5 at 224 x 224: 38 vs 32 ms), measured with
+  benchmarks/bench_encoder.py and benchmarks/bench_conv.py; docs/BENCHMARKS.md.
 * "auto": "matmul" on the CPU backend, "xla" elsewhere (decided when the function is traced).
 """
 from __future__ import annotations
