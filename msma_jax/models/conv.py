@@ -160,7 +160,7 @@ def space_to_depth_conv(x: jax.Array, w: jax.Array) -> jax.Array:
   k, _, c, o = w.shape
   b, h, wd, _ = x.shape
   pad = (k - 1) // 2
-  ho, wo = (h + 2 * pad - k) // 2 + 1, (wd + 2 * pad - k) // 2 + 1
+  ho, wo = _output_size(h, k, 2, 1), _output_size(wd, k, 2, 1)
   kb = (k + 1) // 2                               # taps per axis on the block grid
   hs, ws = ho + kb - 1, wo + kb - 1               # block rows / columns the output reads
   xp = jnp.pad(x, ((0, 0), (pad, 2 * hs - h - pad), (pad, 2 * ws - wd - pad), (0, 0)))
