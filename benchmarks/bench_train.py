@@ -68,6 +68,8 @@ def main() -> None:
   ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--image-size", type=int, default=0, help="override config.image_size")
   args = ap.parse_args()
+  if args.image_size < 0:
+    ap.error(f"--image-size must be positive (or 0: the config's), got {args.image_size}")
 
   from msma_jax import camera as cam
   from msma_jax.face_model import load_face_model

@@ -43,6 +43,9 @@ def main() -> None:
   ap.add_argument("--fit-faces", type=int, default=2048, help="faces the landmark regression is fit on")
   ap.add_argument("--image-size", type=int, default=128)
   args = ap.parse_args()
+  if args.faces < 1 or args.fit_faces < 16 or args.image_size < 32:
+    ap.error(f"need --faces >= 1, --fit-faces >= 16 and --image-size >= 32 (got {args.faces}, "
+             f"{args.fit_faces}, {args.image_size})")
   fm = load_face_model("embedded")
   sizes, sl = fm.sizes, fm.sizes.slices()
   options = SyntheticOptions(max_yaw_deg=45, max_pitch_deg=15, max_roll_deg=15)
