@@ -303,24 +303,35 @@ class DatasetError(ValueError):
   """A prepared dataset folder that is missing or unreadable (the message names it)."""
 
 
+def _version_key(d: pathlib.Path) -> tuple[int, ...]:
+  return tuple(int(x) for x in d.name.split(".") if x.isdigit())
+
+
 def resolve_dataset_dir(path: str | os.PathLike) -> pathlib.Path:
-  """The folder holding `dataset_info.json`: `path` itself or its newest version sub-folder."""
+  """The folder holding `dataset_info.json`, given that folder, its dataset folder (newest version
+  taken) or the TFDS data dir above (`DATA_DIR/<name>/<version>`, the one dataset in it)."""
   p = pathlib.Path(path).expanduser()
-  if not (p / "dataset_info.json").is_file():
-    versions = sorted((d for d in p.glob("*") if (d / "dataset_info.json").is_file()),
-                      key=lambda d: tuple(int(x) for x in d.name.split(".") if x.isdigit()))
-    if not versions:
-      raise DatasetError(f"{p}: no prepared dataset here (expected dataset_info.json; run "
-                         "`msma-jax prepare-data`)")
-    p = versions[-1]
-  return p
+  if (p / "dataset_info.json").is_file():
+    return p
+  versions = [d for d in p.glob("*") if (d / "dataset_info.json").is_file()]
+  if versions:
+    return max(versions, key=_version_key)
+  names = sorted({d.parent for d in p.glob("*/*") if (d / "dataset_info.json").is_file()})
+  if len(names) > 1:
+    raise DatasetError(f"{p}: holds several datasets ({', '.join(n.name for n in names)}); "
+                       "name one of them")
+  if not names:
+    raise DatasetError(f"{p}: no prepared dataset here (expected dataset_info.json; run "
+                       "`msma-jax prepare-data`)")
+  return resolve_dataset_dir(names[0])
 
 
 def load_prepared(path: str | os.PathLike, split: str = "train"):
   """Random-access source of a prepared dataset folder (the one holding `dataset_info.json`).
 
-  Also accepts the folder above it (`DATA_DIR/msma_face_images`), taking the newest version. Returns
-  a TFDS ArrayRecord data source: `len(src)`, `src[i]` -> dict of numpy values (bytes for images).
+  Also accepts the folders above it (`DATA_DIR/msma_face_images`, taking the newest version, or
+  `DATA_DIR` holding one dataset; see `resolve_dataset_dir`). Returns a TFDS ArrayRecord data
+  source: `len(src)`, `src[i]` -> dict of numpy values (bytes for images).
   """
   p = resolve_dataset_dir(path)
   builder = tfds.builder_from_directory(str(p))

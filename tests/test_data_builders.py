@@ -159,3 +159,26 @@ def test_prepare_data_with_no_usable_faces_fails_cleanly(tmp_path, capsys):
   assert not list((tmp_path / "d").glob("msma_face_images/*/dataset_info.json"))
   assert main(["prepare-data", str(tmp_path / "missing"), "--out", str(tmp_path / "d")]) == 2
   assert "missing: source folder not found" in capsys.readouterr().err
+
+
+def test_resolve_dataset_dir_layouts(tmp_path):
+  """A prepared dataset is found from its version folder, its dataset folder (newest version) or
+  the TFDS data dir above; a data dir with two datasets and an empty folder are named in errors."""
+  from data_pipelines.tfds_builders import DatasetError, resolve_dataset_dir
+  for version in ("1.0.0", "1.10.0", "1.9.0"):
+    d = tmp_path / "data" / "msma_synthetic_faces" / version
+    d.mkdir(parents=True)
+    (d / "dataset_info.json").write_text("{}")
+  newest = tmp_path / "data" / "msma_synthetic_faces" / "1.10.0"
+  assert resolve_dataset_dir(newest) == newest
+  assert resolve_dataset_dir(newest.parent) == newest
+  assert resolve_dataset_dir(tmp_path / "data") == newest
+  other = tmp_path / "data" / "msma_face_images" / "1.0.0"
+  other.mkdir(parents=True)
+  (other / "dataset_info.json").write_text("{}")
+  with pytest.raises(DatasetError, match=r"data: holds several datasets \(msma_face_images, "
+                                         r"msma_synthetic_faces\)"):
+    resolve_dataset_dir(tmp_path / "data")
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(DatasetError, match="empty: no prepared dataset here"):
+    resolve_dataset_dir(tmp_path / "empty")
