@@ -129,7 +129,6 @@ def bench_encoders(table, repeats, quick):
 
 
 def bench_fitting(table, pics, repeats, quick):
-  import jax
   import jax.numpy as jnp
   from msma_jax.inference.reconstruct import Reconstructor
   from msma_jax.inference.fit import CoefficientFitter, get_fit_config

@@ -5,7 +5,6 @@ filled with random weights and batch-norm statistics; the tests need the optiona
 (skipped without it). The mismatch tests use NumPy state dicts and always run.
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

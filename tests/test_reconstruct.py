@@ -7,7 +7,6 @@ of two faces).
 """
 import json
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -27,7 +26,6 @@ from msma_jax.inference.fit import projected_landmarks
 from msma_jax.inference.framing import reframe
 from msma_jax.inference.inputs import InputError
 from msma_jax.inference.reconstruct import Reconstructor
-from msma_jax.render import render_face
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

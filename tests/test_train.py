@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from multidevice import run_with_devices
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = [
