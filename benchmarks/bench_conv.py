@@ -17,7 +17,6 @@ import os
 import pathlib
 import platform
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # this checkout, not an install
 
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from msma_jax.models.conv import PATCH_CONV_MAX_PIXELS, conv2d
+from timing import time_calls
 
 SHAPES = [  # (batch, map size, C_in, C_out, stride): ResNet-18 at 64²/96²/128², ResNet-50 at 224²
     (16, 2, 512, 512, 1), (16, 4, 256, 512, 2), (16, 3, 512, 512, 1), (16, 6, 256, 512, 2),
@@ -35,13 +35,7 @@ SHAPES = [  # (batch, map size, C_in, C_out, stride): ResNet-18 at 64²/96²/128
 
 
 def best_ms(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t)
-  return 1e3 * min(times)
+  return 1e3 * time_calls(fn, repeats).best
 
 
 def jax_ms(impl: str, x, w, stride: int, repeats: int) -> float:

@@ -26,7 +26,6 @@ import pathlib
 import platform
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -40,17 +39,11 @@ from flax import nnx  # noqa: E402
 from msma_jax.models.identity import (ArcFaceEmbedder, IResNet, IResNetSpec,  # noqa: E402
                                       load_arcface_embedder, load_dlib_embedder)
 from msma_jax.models.identity.iresnet import random_iresnet_params  # noqa: E402
+from timing import time_calls  # noqa: E402
 
 
 def best_time(fn, repeats: int) -> float:
-  fn()                                             # warm-up (and compilation)
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return min(times)
-
+  return time_calls(fn, repeats).best
 
 def face_batch(n: int):
   """n copies of the astronaut's 224x224 face crop (uint8), with dlib's shape and our landmarks."""

@@ -27,7 +27,6 @@ import argparse
 import os
 import pathlib
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 import numpy as np  # noqa: E402
+from timing import time_calls  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -53,14 +53,8 @@ def photos() -> list[np.ndarray]:
 
 
 def timed(fn, repeats: int) -> float:
-  """Median seconds of fn() over `repeats` calls (fn must block until its result is ready)."""
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
-
+  """Median seconds of fn() over `repeats` calls (the callers warm fn up themselves)."""
+  return time_calls(fn, repeats, first=False).median
 
 def block(x):
   import jax

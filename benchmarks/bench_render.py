@@ -18,7 +18,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # this checkout, not an install
 
@@ -32,6 +31,7 @@ from msma_jax import lighting
 from msma_jax.face_model import load_face_model
 from msma_jax.inference.demo import random_coefficients
 from msma_jax.render import antialias, interpolate, rasterize, triangle_neighbors
+from timing import time_calls
 
 HERE = pathlib.Path(__file__).resolve().parent
 PEER_VENV = HERE / ".peer_venv_jaxrenderer"
@@ -63,16 +63,8 @@ def make_scene(fm, batch, subdivisions, seed=0):
 
 def timed(fn, *args, repeats):
   """(first call seconds incl. compilation, median seconds of `repeats` further calls)."""
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn(*args))
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return first, float(np.median(times))
-
+  t = time_calls(lambda: fn(*args), repeats)
+  return t.first, t.median
 
 def build_fns(tris, neighbors, size):
   tris = jnp.asarray(tris)

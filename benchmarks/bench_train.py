@@ -20,9 +20,7 @@ import argparse
 import os
 import pathlib
 import platform
-import statistics
 import sys
-import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -30,23 +28,16 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
+from timing import time_calls  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
 def median_seconds(fn, repeats: int) -> tuple[float, float]:
-  """(first call incl. compilation, median of the next `repeats`), seconds; fn blocks."""
-  t = time.perf_counter()
-  fn()
-  first = time.perf_counter() - t
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return first, statistics.median(times)
-
+  """(first call incl. compilation, median of the next `repeats`), seconds."""
+  t = time_calls(fn, repeats)
+  return t.first, t.median
 
 def load_config(spec: str, batch: int, image_size: int = 0):
   import importlib.util
