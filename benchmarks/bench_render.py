@@ -119,7 +119,14 @@ def main():
   p.add_argument("--peer-max-triangle-pixels", type=float, default=3e10,
                  help="skip peer scenes whose triangles x pixels exceed this (it is O(F·H·W))")
   p.add_argument("--json", type=pathlib.Path, help="also write the rows here")
+  p.add_argument("--min-chunk-fragments", type=int, default=None,
+                 help="override rasterize.MIN_CHUNK_FRAGMENTS (CPU chunk sizing; 131072 = the "
+                      "fixed chunks used before it)")
   args = p.parse_args()
+  if args.min_chunk_fragments is not None:
+    if args.min_chunk_fragments < 1:
+      p.error(f"--min-chunk-fragments must be positive, got {args.min_chunk_fragments}")
+    sys.modules["msma_jax.render.rasterize"].MIN_CHUNK_FRAGMENTS = args.min_chunk_fragments
 
   fm = load_face_model("embedded")
   print(f"# bench_render  jax {jax.__version__}  backend {jax.default_backend()}  "

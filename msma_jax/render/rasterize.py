@@ -13,8 +13,9 @@ The rasterizer is split the way differentiable renderers are (diffren, nvdiffras
 
 Capacities. Triangles are sorted into levels by bounding-box size (1, 2, 4, ... pixels on a side up
 to the image size); a level enumerates K×K candidate pixels per triangle and is processed in chunks
-inside a `while_loop` until all of its triangles are done. No capacity can overflow: a triangle of
-any size lands in some level and every chunk of every level is processed.
+inside a `while_loop` until all of its triangles are done (chunks of at most `chunk_fragments`
+fragments; on the CPU about as many as the mesh has triangles, see `_visibility_one`). No capacity
+can overflow: a triangle of any size lands in some level and every chunk of every level is processed.
 
 Geometry. Tests use homogeneous (2D-homogeneous / Olano-Greer) edge functions on clip-space (x, y, w),
 which are valid for vertices behind the camera, so triangles crossing the near plane are rasterized
@@ -40,6 +41,8 @@ BACKGROUND = -1
 _INT_MAX = jnp.iinfo(jnp.int32).max
 # Fragments enumerated per chunk of a level (per image); bounds the memory of one loop iteration.
 DEFAULT_CHUNK_FRAGMENTS = 1 << 17
+# On the CPU, the fewest fragments a chunk of a level enumerates (see `_visibility_one`).
+MIN_CHUNK_FRAGMENTS = 1 << 12
 BatchMode = Literal["auto", "map", "vmap"]
 # Pixel-centre slack when turning a float bounding box into candidate pixels (a candidate too many
 # is harmless: the edge test rejects it).
@@ -233,10 +236,20 @@ def _visibility_one(clip, triangles, image_size, cull_backfaces, chunk_fragments
   order = jnp.zeros((n_tri,), jnp.int32).at[start[level] + rank].set(
       jnp.arange(n_tri, dtype=jnp.int32))
 
+  # A chunk costs its padded size however few of its slots hold triangles, and most triangles of a
+  # face mesh are in the smallest levels. On the CPU a chunk of every level therefore enumerates
+  # about as many fragments as the mesh has triangles (at least MIN_CHUNK_FRAGMENTS, at most
+  # chunk_fragments), so a nearly empty level of large windows costs what the level of 1-pixel
+  # boxes does: the embedded face's visibility at 64², batch 16, 43 -> 23 ms (bench_render.py).
+  # Elsewhere every loop iteration launches kernels, so chunks stay at chunk_fragments.
+  level_fragments = chunk_fragments
+  if jax.default_backend() == "cpu":
+    level_fragments = min(chunk_fragments, max(n_tri, MIN_CHUNK_FRAGMENTS))
+
   def run_levels(init, reduce_fn):
     buf = init
     for li, k in enumerate(ks):
-      m = max(1, min(n_tri, chunk_fragments // (k * k)))
+      m = max(1, min(n_tri, level_fragments // (k * k)))
       padded = jnp.concatenate([order, jnp.zeros((m,), jnp.int32)])
       n_chunks = (count[li] + m - 1) // m
 
