@@ -38,6 +38,8 @@ CASES = [  # (H, W, C_in, C_out, k, stride, dilation, groups)
     # dense 3x3 on small output maps (patch_conv on the CPU) and one large enough for XLA's
     (2, 2, 8, 8, 3, 1, 1, 1), (4, 4, 6, 7, 3, 2, 1, 1), (5, 4, 6, 5, 3, 1, 2, 1),
     (12, 10, 5, 6, 3, 1, 1, 1),
+    # depthwise kernels wider than the map: taps reading only padding are skipped (MLKA at 64²)
+    (4, 4, 3, 3, 9, 1, 4, 3), (4, 5, 2, 2, 7, 1, 3, 2), (3, 5, 2, 2, 5, 2, 2, 2),
 ]
 
 

@@ -92,12 +92,28 @@ def patch_conv(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 1) -
   return y.reshape(b, ho, wo, o)
 
 
+def _tap_reads_input(size: int, tap: int, kernel: int, stride: int, dilation: int) -> bool:
+  """Whether tap `tap` along an axis of `size` input pixels reads any of them (not only padding)."""
+  pad = dilation * (kernel - 1) // 2
+  first = tap * dilation - pad                     # input index output pixel 0 reads
+  i = max(0, -(first // stride))                   # first output pixel reading index >= 0
+  return i < _output_size(size, kernel, stride, dilation) and first + i * stride < size
+
+
 def depthwise_conv(x: jax.Array, w: jax.Array, stride: int = 1, dilation: int = 1) -> jax.Array:
-  """Depthwise convolution as a sum of shifted views; x [B, H, W, C], w [k, k, 1, C]."""
+  """Depthwise convolution as a sum of shifted views; x [B, H, W, C], w [k, k, 1, C].
+
+  Taps whose view holds only padding are left out (their terms are zero): large dilated kernels on
+  small maps (MLKA's 9 x 9, dilation 4, on a 4 x 4 grid) read the input with a few of their taps.
+  """
   k = w.shape[0]
   out = None
   for t, view in enumerate(_tap_views(x, k, stride, dilation)):
-    term = view * w[t // k, t % k, 0]
+    u, v = divmod(t, k)
+    if not (_tap_reads_input(x.shape[1], u, k, stride, dilation)
+            and _tap_reads_input(x.shape[2], v, k, stride, dilation)):
+      continue
+    term = view * w[u, v, 0]
     out = term if out is None else out + term
   return out
 
