@@ -11,6 +11,7 @@ or on its own (ml_collections `config_flags` convention): `--config configs/mode
 Switches (all in `config.model`):
 
     backbone            resnet18 | resnet34 | resnet50 | mobilenet_v2
+    backbone_width      ResNet channel multiplier (1.0 = torchvision; 0.5 = half-width stages)
     input_norm          imagenet (torchvision ImageNet weights) | none (Deep3DFaceRecon weights)
     fusion.enabled      multi-scale fusion of backbone stages on/off (off: heads read C5)
     fusion.stages       which stages are fused, subset of ("C2", "C3", "C4", "C5")
@@ -72,6 +73,7 @@ def base_model_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.variant = "msma_r50"
   c.backbone = "resnet50"
+  c.backbone_width = 1.0
   c.input_norm = "imagenet"
 
   c.fusion = ml_collections.ConfigDict()

@@ -43,15 +43,49 @@ def get_loss_config() -> ml_collections.ConfigDict:
   # 3D shape supervision, only for data with ground truth (synthetic faces carry their coefficients).
   # Off in the paper's weakly supervised setting; the CPU quickstart turns it on (configs/quickstart.py).
   c.shape_3d = 0.0
+  # How the predicted shape is compared with the truth: "none" (as decoded, in model space) or
+  # "rigid" (after the least-squares rotation + translation onto the truth, as the vertex metric
+  # does: pose-like parts of the shape that the image cannot tell from the head pose cost nothing).
+  c.shape_3d_align = "none"
   return c
 
 
-def shape_loss(face_model: FaceModel, pred: Coefficients, truth: Coefficients) -> jax.Array:
+SHAPE_ALIGN = ("none", "rigid")
+
+
+def rigid_align(source: jax.Array, target: jax.Array, weights: jax.Array) -> jax.Array:
+  """source moved by the weighted least-squares rotation + translation onto target (Kabsch).
+
+  source, target: [B, V, 3]; weights: [V] >= 0. Returns [B, V, 3]. The transform carries no
+  gradient: at the least-squares optimum the loss is stationary in it (envelope theorem), so the
+  gradient of |align(source) - target|² with respect to source is exact without it.
+  """
+  w = (weights / jnp.sum(weights))[None, :, None]
+  src_c = jnp.sum(source * w, axis=1, keepdims=True)
+  tgt_c = jnp.sum(target * w, axis=1, keepdims=True)
+  a, b = jax.lax.stop_gradient(source - src_c), jax.lax.stop_gradient(target - tgt_c)
+  cov = jnp.einsum("bvi,bvj->bij", a * w, b)                        # [B, 3, 3] source x target
+  u, _, vt = jnp.linalg.svd(cov)
+  d = jnp.sign(jnp.linalg.det(jnp.einsum("bij,bjk->bik", u, vt)))   # -1: a reflection, undo it
+  fix = jnp.stack([jnp.ones_like(d), jnp.ones_like(d), d], -1)[:, :, None]
+  rot = jax.lax.stop_gradient(jnp.einsum("bij,bjk->bik", u * fix.transpose(0, 2, 1), vt))
+  return jnp.einsum("bvi,bij->bvj", source - src_c, rot) + tgt_c    # row vectors: x @ R
+
+
+def shape_loss(face_model: FaceModel, pred: Coefficients, truth: Coefficients,
+               align: str = "none") -> jax.Array:
   """Mean over the front-face region of |S(pred) - S(truth)|², mm², S = unposed shape (identity +
-  expression). Pose, lighting and albedo are left to the image terms."""
-  d = face_model.shape(pred) - face_model.shape(truth)
-  sq = jnp.sum(d ** 2, axis=-1) * face_model.unit_in_mm ** 2       # [B, V]
+  expression). Pose, lighting and albedo are left to the image terms.
+
+  align: "none" (model space) or "rigid" (pred moved onto the truth first, see `rigid_align`).
+  """
+  if align not in SHAPE_ALIGN:
+    raise ValueError(f"config.loss.shape_3d_align: unknown {align!r} (one of {SHAPE_ALIGN})")
   w = jnp.asarray(face_model.face_mask, jnp.float32)
+  p, t = face_model.shape(pred), face_model.shape(truth)
+  if align == "rigid":
+    p = rigid_align(p, t, w)
+  sq = jnp.sum((p - t) ** 2, axis=-1) * face_model.unit_in_mm ** 2  # [B, V]
   return jnp.mean(jnp.sum(sq * w, axis=-1) / jnp.sum(w))
 
 
@@ -149,7 +183,7 @@ def compute_losses(face_model: FaceModel, coeffs: Coefficients, batch: dict,
     weights["identity"] = config.identity
   if config.get("shape_3d", 0.0) > 0 and "coeffs" in batch:
     truth = Coefficients.from_flat(batch["coeffs"], face_model.sizes, name="batch['coeffs']")
-    terms["shape_3d"] = shape_loss(face_model, coeffs, truth)
+    terms["shape_3d"] = shape_loss(face_model, coeffs, truth, config.get("shape_3d_align", "none"))
     weights["shape_3d"] = config.shape_3d
   total = sum(weights[k] * terms[k] for k in terms)
   return total, {**terms, "total": total}, out

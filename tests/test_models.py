@@ -98,6 +98,9 @@ def test_named_variants_set_the_switches_they_name():
     (lambda c: setattr(c.heads, "mode", "grouped"), r"heads.mode: unknown value 'grouped'"),
     (lambda c: setattr(c, "dtype", "float64"), r"config.model.dtype: unknown value 'float64'"),
     (lambda c: setattr(c.sharding, "params", "tp"), r"sharding.params: unknown value 'tp'"),
+    (lambda c: setattr(c, "backbone_width", 0.0), r"backbone_width: expected a channel multiplier"),
+    (lambda c: (setattr(c, "backbone", "mobilenet_v2"), setattr(c, "backbone_width", 0.5)),
+     r"backbone_width: only the ResNets take a width multiplier"),
 ])
 def test_bad_switch_values_name_the_field(change, match):
   c = model_configs.get_model_config("msma_r50")
@@ -208,6 +211,27 @@ def test_backbone_stage_shapes_and_parameter_counts(backbone):
   assert stages["C5"].shape[-1] == C5_CHANNELS[backbone]
   assert model.backbone.stage_channels["C5"] == C5_CHANNELS[backbone]
   assert coeffs.sizes == BFM_SIZES
+
+
+def test_resnet_width_multiplier_scales_every_stage():
+  """backbone_width 0.5: stem 32 and stages 32-64-128-256 channels. Convolutions between scaled
+  channels have 1/4 of ResNet-18's parameters; the stem's (3 input channels) and batch norm's 1/2."""
+  c = small_config("r18", "resnet18")
+  c.backbone_width = 0.5
+  model = build_model(c, BFM_SIZES)
+  assert model.backbone.stage_channels == {"C2": 32, "C3": 64, "C4": 128, "C5": 256}
+  assert model.backbone.conv1.kernel[...].shape[-1] == 32
+  n = sum(v.size for v in jax.tree.leaves(nnx.state(model.backbone, nnx.Param)))
+  bn = sum(v.size for p, v in nnx.to_flat_state(nnx.state(model.backbone, nnx.Param))
+           if any("bn" in str(k) for k in p))
+  full_bn = 2 * (64 + 2 * 2 * (64 + 128 + 256 + 512) + 128 + 256 + 512)
+  stem = 7 * 7 * 3 * 64
+  assert n == (TORCHVISION_BACKBONE_PARAMS["resnet18"] - full_bn - stem) // 4 + (full_bn + stem) // 2
+  assert bn == full_bn // 2
+  stages, coeffs = stages_and_coeffs(model, images((2, 64, 64, 3)))
+  assert [stages[s].shape for s in ("C2", "C3", "C4", "C5")] == [
+      (2, 16, 16, 32), (2, 8, 8, 64), (2, 4, 4, 128), (2, 2, 2, 256)]
+  assert np.all(np.asarray(coeffs.to_flat()) == 0)       # zero-initialised heads: the mean face
 
 
 # ---- train / eval, dtypes, jit, training step -----------------------------------------------------

@@ -155,6 +155,8 @@ def test_check_config_rejects_wrong_types_set_in_a_config_file():
       ("loss.gamma", -1.0, "config.loss.gamma must be >= 0.0"),
       ("train.num_steps", 2.5, "config.train.num_steps must be an integer"),
       ("wandb.mode", "cloud", "config.wandb.mode must be one of"),
+      ("loss.shape_3d", "on", "config.loss.shape_3d must be a number, got str 'on'"),
+      ("loss.shape_3d_align", "similarity", "config.loss.shape_3d_align must be one of none, rigid"),
       ("optim.schedule", "linear", "config.optim.schedule: unknown 'linear'")):
     import ml_collections
     c = get_config()

@@ -37,11 +37,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_SIZE = 32   # one C5 pixel
 
 
-def make_backbone(name: str, *, policy: Policy, rngs: nnx.Rngs) -> nnx.Module:
-  """Backbone by name; the result maps images to {"C2".."C5"} and has `stage_channels`."""
+def make_backbone(name: str, *, width: float = 1.0, policy: Policy,
+                  rngs: nnx.Rngs) -> nnx.Module:
+  """Backbone by name (ResNets with a channel multiplier `width`); the result maps images to
+  {"C2".."C5"} and has `stage_channels`."""
   if name == "mobilenet_v2":
     return MobileNetV2(policy=policy, rngs=rngs)
-  return ResNet(name, policy=policy, rngs=rngs)
+  return ResNet(name, width=width, policy=policy, rngs=rngs)
 
 
 def check_images(images: Any) -> None:
@@ -78,7 +80,8 @@ class MSMAEncoder(nnx.Module):
     self.policy = policy
     att = spec.attention
     kernels = att.kernels or None
-    self.backbone = make_backbone(spec.backbone, policy=policy, rngs=rngs)
+    self.backbone = make_backbone(spec.backbone, width=spec.backbone_width, policy=policy,
+                                  rngs=rngs)
     channels = self.backbone.stage_channels
     if spec.fusion.enabled:
       f = spec.fusion

@@ -8,6 +8,7 @@ allowed values.
 Fields (all optional here; missing ones take the `EncoderSpec` defaults, the MSMA ResNet-50):
 
     backbone      resnet18 | resnet34 | resnet50 | mobilenet_v2
+    backbone_width  ResNet channel multiplier (1.0: torchvision's widths; 0.5: half of each stage)
     input_norm    imagenet (torchvision weights) | none (Deep3DFaceRecon: RGB in [0, 1] as is)
     fusion        enabled, stages (subset of C2..C5), target (stage grid), width, mode
                   (concat | sum), upsample (bilinear | nearest)
@@ -83,6 +84,7 @@ class ShardingSpec:
 class EncoderSpec:
   """Every switch of the encoder; `spec_from_config` builds it from `config.model`."""
   backbone: str = "resnet50"
+  backbone_width: float = 1.0
   input_norm: str = "imagenet"
   fusion: FusionSpec = FusionSpec()
   attention: AttentionSpec = AttentionSpec()
@@ -202,6 +204,14 @@ def spec_from_config(cfg: Any) -> EncoderSpec:
   _choice(spec.dtype, DTYPE_NAMES, "dtype")
   _choice(spec.param_dtype, DTYPE_NAMES, "param_dtype")
   _choice(spec.conv_impl, CONV_IMPLS, "conv_impl")
+  bw = spec.backbone_width
+  if isinstance(bw, bool) or not isinstance(bw, (int, float)) or not 0 < bw <= 4:
+    raise ModelConfigError(f"config.model.backbone_width: expected a channel multiplier in (0, 4], "
+                           f"got {bw!r}")
+  if spec.backbone == "mobilenet_v2" and bw != 1:
+    raise ModelConfigError("config.model.backbone_width: only the ResNets take a width multiplier "
+                           f"(backbone {spec.backbone!r} needs 1.0, got {bw!r})")
+  spec = dataclasses.replace(spec, backbone_width=float(bw))
   if not 0.0 <= float(spec.bn_momentum) < 1.0:
     raise ModelConfigError(f"config.model.bn_momentum: expected a decay in [0, 1), got "
                            f"{spec.bn_momentum!r}")

@@ -7,7 +7,7 @@ import pathlib
 import jax
 
 LOSS_WEIGHTS = ("photometric", "landmark", "coeff_reg", "id_reg", "exp_reg", "tex_reg", "gamma",
-                "reflectance", "identity", "photometric_eps")
+                "reflectance", "identity", "photometric_eps", "shape_3d")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -38,6 +38,10 @@ def check_config(config) -> None:
   for k in LOSS_WEIGHTS:
     if k in config.loss:
       _number(config.loss[k], f"loss.{k}", minimum=0.0)
+  from msma_jax.losses import SHAPE_ALIGN
+  if config.loss.get("shape_3d_align", "none") not in SHAPE_ALIGN:
+    raise ConfigError(f"config.loss.shape_3d_align must be one of {', '.join(SHAPE_ALIGN)}, got "
+                      f"{config.loss.shape_3d_align!r}")
   if not isinstance(config.loss.get("identity_network", "none"), str):
     raise ConfigError("config.loss.identity_network must be a string ('none', 'dlib', "
                       "'arcface_onnx:<path>')")

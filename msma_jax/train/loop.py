@@ -130,6 +130,19 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
     tracker.log_images(step, image_panel(*panel), "eval/panel")
     ckpt.save_best(step, ts.state, iterator, meta, eval_metrics)
 
+  # The NaN guard's flag of a step is read after the next step has been dispatched: reading it at
+  # once would make the host wait for every step before it fetches the next batch.
+  pending = []
+
+  def report_skipped():
+    while pending:
+      done_step, records, flag = pending.pop()
+      if int(flag):
+        keys = np.asarray(records).tolist()
+        skipped.append({"step": done_step, "records": keys})
+        tracker.message(f"step {done_step}: non-finite loss or gradient, update skipped "
+                        f"(records {keys})")
+
   with _StopFlag() as stop, jax.set_mesh(mesh):
     for step in range(start + 1, total_steps + 1):
       batch = next(iterator)
@@ -138,11 +151,11 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
                           "coefficients (only synthetic datasets do); set loss.shape_3d=0")
       device_batch = to_device(device_batch_keys(batch, with_coeffs), sharding)
       ts.state, metrics = train_step(ts.state, device_batch)
-      if int(metrics["train/skipped"]):
-        keys = np.asarray(batch.get("index", [])).tolist()
-        skipped.append({"step": step, "records": keys})
-        tracker.message(f"step {step}: non-finite loss or gradient, update skipped "
-                        f"(records {keys})")
+      report_skipped()                                   # the previous step's
+      pending.append((step, batch.get("index", []), metrics["train/skipped"]))
+      if step == total_steps or (t.eval_every and step % t.eval_every == 0) or (
+          t.checkpoint_every and step % t.checkpoint_every == 0):
+        report_skipped()
       if t.log_every and (step % t.log_every == 0 or step == total_steps):
         metrics = jax.device_get(metrics)
         metrics["train/learning_rate"] = float(ts.schedule(step - 1))
@@ -153,6 +166,7 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
         ckpt.save(step, ts.state, iterator, meta)
       tracker.advance(step)
       if stop.all_processes():
+        report_skipped()
         ckpt.save(step, ts.state, iterator, meta, force=True)
         interrupted = True
         tracker.message(f"stopped at step {step}: checkpoint saved in {ckpt.directory}")
