@@ -3,7 +3,8 @@
     python benchmarks/shape_decomposition.py runs/quickstart [--which latest] [--components 8]
 
 Predicts the held-out synthetic faces of a training run (its config's `eval.path`, which carries the
-ground-truth coefficients) and prints two tables:
+ground-truth coefficients; a relative path is read from the directory the command runs in, so run it
+where the run was trained) and prints two tables:
 
   1. the run's vertex RMSE (mm, rigid alignment over the face region, the training evaluation's
      metric) next to the mean face's, and what it would be with parts of the prediction replaced by
@@ -17,7 +18,6 @@ not learned yet.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 
@@ -27,37 +27,39 @@ sys.path.insert(0, str(ROOT))  # this checkout, not an install
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("run", type=pathlib.Path, help="training run directory (holds config.json)")
+  ap.add_argument("run", type=pathlib.Path, help="training run directory (or checkpoint folder)")
   ap.add_argument("--which", default="latest", choices=("latest", "best"))
   ap.add_argument("--components", type=int, default=8, help="identity components in table 2")
   args = ap.parse_args()
-  config_file = args.run / "config.json"
-  if not config_file.is_file():
-    ap.error(f"{args.run}: no config.json (not a training run directory)")
   if args.components < 1:
     ap.error(f"--components must be >= 1, got {args.components}")
 
   import jax.numpy as jnp
   import ml_collections
   import numpy as np
+  from flax import nnx
 
   from msma_jax.evaluation.metrics import vertex_rmse
-  from msma_jax.face_model import Coefficients
-  from msma_jax.inference.reconstruct import Reconstructor
+  from msma_jax.face_model import Coefficients, load_face_model
+  from msma_jax.train.checkpoint import CheckpointLoadError, load_model
   from msma_jax.train.data import eval_batches
 
-  config = json.loads(config_file.read_text())["config"]
-  eval_dir = pathlib.Path(config["eval"]["path"])
-  if not eval_dir.is_absolute():
-    eval_dir = pathlib.Path.cwd() / eval_dir
-  size = int(config["image_size"])
-  rec = Reconstructor(args.run, face_model=config["face_model"], which=args.which)
-  fm = rec.face_model
-  batches = eval_batches(eval_dir, ml_collections.ConfigDict({"batch_size": 16}), size)
+  try:
+    model, meta = load_model(args.run, which=args.which)
+  except CheckpointLoadError as e:
+    ap.error(str(e))
+  config = meta["config"]
+  eval_dir = pathlib.Path(config["eval"]["path"]).absolute()   # relative: to where it was trained
+  if not eval_dir.is_dir():
+    ap.error(f"{eval_dir}: the run's held-out split (config.eval.path) is not there; run this "
+             "from the directory the run was trained in")
+  fm = load_face_model(config["face_model"])
+  batches = eval_batches(eval_dir, ml_collections.ConfigDict({"batch_size": 16}),
+                         int(config["image_size"]))
   if "coeffs" not in batches[0]:
-    sys.exit(f"{eval_dir}: the held-out split has no ground-truth coefficients (not synthetic)")
-  pred = np.concatenate([np.asarray(rec._predict(rec._model_state, jnp.asarray(b["image"]))
-                                    .to_flat()) for b in batches])
+    ap.error(f"{eval_dir}: the held-out split has no ground-truth coefficients (not synthetic)")
+  predict = nnx.jit(lambda m, x: m(x).to_flat())
+  pred = np.concatenate([np.asarray(predict(model, jnp.asarray(b["image"]))) for b in batches])
   truth = np.concatenate([b["coeffs"] for b in batches])
   sl = fm.sizes.slices()
   mask = np.asarray(fm.face_mask)
