@@ -17,6 +17,12 @@ from msma_jax.face_model.model import CameraDefaults, FaceModel
 
 EMBEDDED_NAME = "embedded"
 EMBEDDED_FILE = "embedded_face_model.npz"
+# Embedded models: name -> (package file, licence note). "embedded" (the SFM) stays the default.
+EMBEDDED_MODELS = {
+    EMBEDDED_NAME: (EMBEDDED_FILE, "Surrey Face Model: non-commercial use only (LICENSE-SFM.md)"),
+    "embedded-ict": ("ict_face_model.npz",
+                     "ICT Face Model Light: MIT, commercial use allowed (LICENSE-ICT.md)"),
+}
 # BFM files store raw BFM / 1e5 (raw BFM is in micrometres), so 1 unit = 100 mm; camera 10 units away.
 BFM_CAMERA = CameraDefaults(focal=1015.0, principal=112.0, distance=10.0, near=5.0, far=15.0)
 EMBEDDED_CAMERA = CameraDefaults(focal=1015.0, principal=112.0, distance=1000.0, near=500.0,
@@ -24,6 +30,9 @@ EMBEDDED_CAMERA = CameraDefaults(focal=1015.0, principal=112.0, distance=1000.0,
 _NPZ_ARRAYS = ("mean_shape", "id_basis", "exp_basis", "mean_albedo", "tex_basis", "triangles",
                "landmark_indices", "skin_mask", "face_mask")
 _NPZ_OPTIONAL = ("uv", "symmetry")
+# Bases may be stored in fixed point to keep an asset small: `<basis>_q` int16 [K, V, 3] with a
+# scalar `<basis>_step` (model units per count), i.e. basis = moveaxis(q, 0, -1) * step.
+_NPZ_FIXED_POINT = ("id_basis", "exp_basis")
 
 
 class FaceModelError(ValueError):
@@ -32,16 +41,23 @@ class FaceModelError(ValueError):
 
 def available_face_models() -> list[str]:
   """Names accepted by `load_face_model` besides file paths."""
-  return [EMBEDDED_NAME]
+  return list(EMBEDDED_MODELS)
+
+
+def face_model_license(name: str) -> str:
+  """One line on the licence of the embedded model `name` (which may be used commercially)."""
+  return EMBEDDED_MODELS[name][1]
 
 
 def load_face_model(name_or_path: str | os.PathLike = EMBEDDED_NAME) -> FaceModel:
-  """Loads `"embedded"`, a Deep3DFaceRecon `BFM_model_front.mat`, a project `.npz` or an eos `.bin`."""
-  if str(name_or_path) == EMBEDDED_NAME:
-    return _load_embedded()
+  """Loads an embedded model (`available_face_models()`: "embedded" = SFM, "embedded-ict" = ICT),
+  a Deep3DFaceRecon `BFM_model_front.mat`, a project `.npz` or an eos `.bin`."""
+  if str(name_or_path) in EMBEDDED_MODELS:
+    return _load_embedded(str(name_or_path))
   path = pathlib.Path(name_or_path)
   if not path.exists():
-    raise FaceModelError(f"{path}: face model file not found (use 'embedded', a BFM_model_front.mat, "
+    names = "', '".join(EMBEDDED_MODELS)
+    raise FaceModelError(f"{path}: face model file not found (use '{names}', a BFM_model_front.mat, "
                          "a converted .npz, or an eos .bin)")
   suffix = path.suffix.lower()
   if suffix == ".mat":
@@ -54,11 +70,11 @@ def load_face_model(name_or_path: str | os.PathLike = EMBEDDED_NAME) -> FaceMode
   raise FaceModelError(f"{path}: unknown face model format '{suffix}' (expected .mat, .npz or .bin)")
 
 
-@functools.lru_cache(maxsize=1)
-def _load_embedded() -> FaceModel:
-  ref = importlib.resources.files("msma_jax.assets").joinpath(EMBEDDED_FILE)
+@functools.lru_cache(maxsize=len(EMBEDDED_MODELS))
+def _load_embedded(name: str = EMBEDDED_NAME) -> FaceModel:
+  ref = importlib.resources.files("msma_jax.assets").joinpath(EMBEDDED_MODELS[name][0])
   with importlib.resources.as_file(ref) as p:
-    return load_npz(p, name=EMBEDDED_NAME, camera=EMBEDDED_CAMERA)
+    return load_npz(p, name=name, camera=EMBEDDED_CAMERA)
 
 
 def _read_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
@@ -69,11 +85,24 @@ def _read_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
     raise FaceModelError(f"{path}: not a readable .npz face model ({type(e).__name__}: {e})") from e
 
 
+def _dequantize(d: dict[str, np.ndarray], path: pathlib.Path) -> None:
+  """Replaces fixed-point `<basis>_q` / `<basis>_step` arrays of `d` by float32 `<basis>` [V, 3, K]."""
+  for k in _NPZ_FIXED_POINT:
+    if f"{k}_q" not in d:
+      continue
+    q, step = d.pop(f"{k}_q"), d.pop(f"{k}_step", None)
+    if step is None or q.ndim != 3 or q.dtype.kind != "i":
+      raise FaceModelError(f"{path}: '{k}_q' must be an integer [K, V, 3] array with a '{k}_step'")
+    d[k] = np.moveaxis(q, 0, -1).astype(np.float32) * np.float32(step)
+
+
 def load_npz(path: str | os.PathLike, *, name: str | None = None,
              camera: CameraDefaults | None = None) -> FaceModel:
-  """Reads the project's face-model `.npz` (the format `save_npz` and `convert-bfm` write)."""
+  """Reads the project's face-model `.npz` (the format `save_npz` and `convert-bfm` write; bases
+  may be float16/32 or fixed point, see `_NPZ_FIXED_POINT`)."""
   path = pathlib.Path(path)
   d = _read_npz(path)
+  _dequantize(d, path)
   missing = [k for k in _NPZ_ARRAYS if k not in d]
   if missing:
     raise FaceModelError(f"{path}: face model .npz lacks arrays {missing}")
