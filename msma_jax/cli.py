@@ -12,7 +12,7 @@ def _cmd_info(args) -> int:
   import jax
 
   from msma_jax import __version__
-  from msma_jax.face_model import available_face_models, load_face_model
+  from msma_jax.face_model import available_face_models, face_model_license, load_face_model
   print(f"msma-jax {__version__}  (Python {platform.python_version()}, {platform.system()})")
   for pkg in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "tensorflow-datasets",
               "numpy", "opencv-python-headless", "ml-collections", "wandb", "trimesh", "scipy"):
@@ -29,8 +29,9 @@ def _cmd_info(args) -> int:
   for name in available_face_models():
     fm = load_face_model(name)
     s = fm.sizes
-    print(f"  {name:10s} {fm.n_vertices} vertices, {fm.n_triangles} triangles, unit {fm.unit}; "
+    print(f"  {name:12s} {fm.n_vertices} vertices, {fm.n_triangles} triangles, unit {fm.unit}; "
           f"coefficients id {s.id} / exp {s.exp} / tex {s.tex} (total {s.total})")
+    print(f"  {'':12s} licence: {face_model_license(name)}")
   print("  or a path: BFM_model_front.mat (Deep3DFaceRecon), converted .npz, eos .bin (eos-py)")
   return 0
 
