@@ -1,12 +1,15 @@
 """Rasterizer benchmark: renders/s forward, photometric loss forward and forward+backward.
 
-Scenes: the embedded face (6,736 triangles) and the same face subdivided twice (107,776 triangles,
-denser than BFM's 70,789), posed differently in each batch element, at 224² and 512², batch 1/8/32.
+Scenes: the embedded face (6,736 triangles; `--face-model embedded-ict`: the ICT head, 31,988) and
+the same face subdivided twice (107,776 triangles, denser than BFM's 70,789), posed differently in
+each batch element, at 224² and 512², batch 1/8/32.
 Peer: the PyPI package `jaxrenderer` (pure-JAX brute-force rasterizer) on the same scenes, run in its
 own virtual environment (it pins old jax/numpy), created here on first use.
 
     python benchmarks/bench_render.py                 # full table (+ peer)
     python benchmarks/bench_render.py --no-peer --sizes 224 --batches 8
+    python benchmarks/bench_render.py --no-peer --sizes 224 --batches 8 --subdivisions 0 \
+        --face-model embedded-ict
 """
 from __future__ import annotations
 
@@ -110,6 +113,7 @@ def projection_matrix(camera):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--face-model", default="embedded", help="'embedded', 'embedded-ict' or a file")
   p.add_argument("--sizes", type=int, nargs="+", default=[224, 512])
   p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
   p.add_argument("--subdivisions", type=int, nargs="+", default=[0, 2])
@@ -128,7 +132,7 @@ def main():
       p.error(f"--min-chunk-fragments must be positive, got {args.min_chunk_fragments}")
     sys.modules["msma_jax.render.rasterize"].MIN_CHUNK_FRAGMENTS = args.min_chunk_fragments
 
-  fm = load_face_model("embedded")
+  fm = load_face_model(args.face_model)
   print(f"# bench_render  jax {jax.__version__}  backend {jax.default_backend()}  "
         f"devices {jax.device_count()}  {platform.processor() or platform.machine()}  "
         f"cpus {os.cpu_count()}  load {os.getloadavg()[0]:.2f}")
@@ -153,12 +157,12 @@ def main():
         c_f, t_f = timed(render, clip, col, repeats=args.repeats)
         _, t_l = timed(loss, clip, col, target, repeats=args.repeats)
         c_g, t_g = timed(grad, clip, col, target, repeats=args.repeats)
-        row = dict(mesh=f"embedded x{4 ** sub}", triangles=len(tris), size=size, batch=b,
+        row = dict(mesh=f"{fm.name} x{4 ** sub}", sub=sub, triangles=len(tris), size=size, batch=b,
                    render_per_s=b / t_f, loss_fwd_per_s=b / t_l, loss_fwd_bwd_per_s=b / t_g,
                    bwd_over_fwd=t_g / t_l, compile_fwd_s=c_f, compile_grad_s=c_g,
                    covered=float(np.asarray(render(clip, col))[..., 3].mean()))
         rows.append(row)
-        print(f"{row['mesh']:13s} F={row['triangles']:6d} {size}² B={b:2d}  "
+        print(f"{row['mesh']:17s} F={row['triangles']:6d} {size}² B={b:2d}  "
               f"render {row['render_per_s']:8.1f}/s  loss {row['loss_fwd_per_s']:8.1f}/s  "
               f"loss+grad {row['loss_fwd_bwd_per_s']:8.1f}/s  (x{row['bwd_over_fwd']:.2f})",
               flush=True)
@@ -177,7 +181,7 @@ def main():
         "fwd+bwd / fwd | jaxrenderer render/s (batch 1) | speed-up |")
   print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
   for r in rows:
-    name = f"sub{0 if r['triangles'] < 10000 else 2}_{r['size']}"
+    name = f"sub{r['sub']}_{r['size']}"
     pr = peer.get(name)
     ptxt = f"{1 / pr['seconds_per_render']:.3f}" if pr else "not run"
     sp = f"{r['render_per_s'] * pr['seconds_per_render']:.0f}x" if pr else "–"
