@@ -68,5 +68,6 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["msma-jax=msma_jax.cli:main"]},
-    license="Apache-2.0 (code); embedded face model: non-commercial (see msma_jax/assets/LICENSE-SFM.md)",
+    license=("Apache-2.0 (code); embedded face models: SFM non-commercial (msma_jax/assets/LICENSE-SFM.md), "
+             "ICT MIT (msma_jax/assets/LICENSE-ICT.md)"),
 )
