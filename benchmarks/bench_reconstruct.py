@@ -125,7 +125,8 @@ def bench_encoders(table, repeats, quick):
 def bench_fitting(table, pics, repeats, quick):
   import jax.numpy as jnp
   from msma_jax.inference.reconstruct import Reconstructor
-  from msma_jax.inference.fit import CoefficientFitter, get_fit_config
+  from configs.fit import get_fit_config
+  from msma_jax.inference.fit import CoefficientFitter
   from msma_jax import camera as cam
   rec = Reconstructor(fit_steps=0, landmark_steps=0)
   faces = [rec.prepare(p)[0] for p in pics]

@@ -67,7 +67,7 @@ def main() -> None:
   from msma_jax.losses import compute_losses
   from msma_jax.render import render_face
   from msma_jax.train.mesh import batch_sharding, make_mesh
-  from msma_jax.train.state import create_train_state
+  from msma_jax.train.state import create_train_state, initial_model
   from msma_jax.train.step import make_train_step
 
   config = load_config(args.config, args.batch, args.image_size)
@@ -75,7 +75,7 @@ def main() -> None:
   face_model = load_face_model(config.face_model)
   camera = cam.Camera.for_face_model(face_model, size)
   mesh = make_mesh(config.mesh)
-  ts = create_train_state(config, face_model, mesh, 1000, 100)
+  ts = create_train_state(config, initial_model(config, face_model)[0], mesh, 1000, 100)
   rng = np.random.default_rng(0)
   batch = {"image": rng.uniform(size=(b, size, size, 3)).astype(np.float32),
            "landmarks": rng.uniform(0.3 * size, 0.7 * size, size=(b, 68, 2)).astype(np.float32),

@@ -5,7 +5,7 @@ import ml_collections
 
 from configs.data import get_data_config
 from configs.model import get_model_config
-from msma_jax.losses import get_loss_config
+from configs.loss import get_loss_config
 
 
 def base_config(model_variant: str = "msma_r50") -> ml_collections.ConfigDict:
@@ -32,6 +32,12 @@ def base_config(model_variant: str = "msma_r50") -> ml_collections.ConfigDict:
   c.eval.synthetic.max_pitch_deg = 20.0
   c.eval.synthetic.max_roll_deg = 20.0
 
+  # Where a new run's weights start (msma_jax/train/init.py); a resumed run ignores it.
+  c.init = ml_collections.ConfigDict()
+  c.init.source = ""                        # "" (random) | torchvision:X.pth | deep3d:X.pth | run:DIR
+  c.init.which = "best"                     # run sources: best | latest step
+  c.init.partial = False                    # True: load what matches and report the rest
+
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adam"                     # adam | adamw | sgd
   c.optim.momentum = 0.9                   # sgd only
@@ -49,7 +55,6 @@ def base_config(model_variant: str = "msma_r50") -> ml_collections.ConfigDict:
   c.train.log_every = 50
   c.train.eval_every = 5_000
   c.train.checkpoint_every = 5_000
-  c.train.image_every = 5_000
   c.train.progress = True
 
   c.mesh = ml_collections.ConfigDict()

@@ -11,7 +11,6 @@ def get_data_config() -> ml_collections.ConfigDict:
   # Prepared dataset: the folder `msma-jax prepare-data` printed (or DATA_DIR/<dataset name>).
   c.path = "data/msma_face_images"
   c.split = "train"
-  c.image_size = 224               # crop side of the prepared dataset (prepare-data writes 224)
 
   # Pipeline.
   c.global_batch_size = 32        # split evenly over JAX processes (ShardByJaxProcess)
@@ -24,7 +23,6 @@ def get_data_config() -> ml_collections.ConfigDict:
   c.worker_buffer_size = 2        # batches each worker keeps ready
   c.read_threads = 1              # threads per process reading/decoding records
   c.prefetch_buffer_size = 4      # elements those threads keep ready
-  c.device_prefetch = 2           # batches put on the devices ahead of the step
 
   # Augmentation (Deep3DFaceRecon's recipe); geometric parts also move the landmarks and skin mask.
   c.augment = ml_collections.ConfigDict()

@@ -59,7 +59,7 @@ from typing import Callable
 
 import ml_collections
 
-from msma_jax.models.errors import ModelConfigError
+from configs.errors import ConfigError
 
 BACKBONES = {"r18": "resnet18", "r34": "resnet34", "r50": "resnet50", "mbv2": "mobilenet_v2"}
 # Backbone x fusion x attention: (suffix or prefix pattern, fusion on, attention kind)
@@ -150,9 +150,9 @@ ABLATIONS = ("r50", "r50_lka", "r50_mlka", "r50_fusion", "r50_fusion_lka", "msma
 
 
 def get_model_config(variant: str = "msma_r50") -> ml_collections.ConfigDict:
-  """The `config.model` section of a named variant; raises ModelConfigError for an unknown name."""
+  """The `config.model` section of a named variant; raises ConfigError for an unknown name."""
   if variant not in VARIANTS:
-    raise ModelConfigError(f"unknown model variant {variant!r} (known: {', '.join(sorted(VARIANTS))})")
+    raise ConfigError(f"unknown model variant {variant!r} (known: {', '.join(sorted(VARIANTS))})")
   c = VARIANTS[variant]()
   c.variant = variant
   return c

@@ -48,5 +48,4 @@ def get_config(variant: str = "msma_r18"):
   c.train.log_every = 10
   c.train.eval_every = 1000
   c.train.checkpoint_every = 500
-  c.train.image_every = 1000
   return c

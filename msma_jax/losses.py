@@ -1,4 +1,4 @@
-"""Training losses for render-and-compare (the baseline's definitions; weights in the config).
+"""Training losses for render-and-compare (the baseline's definitions; weights in configs/loss.py).
 
 Every term is a plain function of arrays returning a float32 scalar, so each can be logged on its
 own; `compute_losses` composes them for one batch. Units: images in [0, 1], landmarks in pixels of
@@ -18,39 +18,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from configs.loss import SHAPE_ALIGN
 from msma_jax import camera as cam
 from msma_jax.face_model import Coefficients, FaceModel
 from msma_jax.render import RenderOutput, render_face
 
 # 0-based iBUG indices weighted 20 in the landmark loss: the nose ridge 28-30 and the inner lips 60-67.
 HEAVY_LANDMARKS = (28, 29, 30, 60, 61, 62, 63, 64, 65, 66, 67)
-
-
-def get_loss_config() -> ml_collections.ConfigDict:
-  """Loss weights (Deep3DFaceRecon's defaults). The identity term is off until a network is set."""
-  c = ml_collections.ConfigDict()
-  c.photometric = 1.92
-  c.landmark = 1.6e-3
-  c.coeff_reg = 3e-4
-  c.id_reg = 1.0          # weights inside coeff_reg
-  c.exp_reg = 0.8
-  c.tex_reg = 1.7e-2
-  c.gamma = 10.0
-  c.reflectance = 5.0
-  c.identity = 0.2        # used only when identity_network != 'none'
-  c.identity_network = "none"   # 'none' | 'dlib' | 'arcface_onnx:<path>'
-  c.photometric_eps = 1e-6
-  # 3D shape supervision, only for data with ground truth (synthetic faces carry their coefficients).
-  # Off in the paper's weakly supervised setting; the CPU quickstart turns it on (configs/quickstart.py).
-  c.shape_3d = 0.0
-  # How the predicted shape is compared with the truth: "none" (as decoded, in model space) or
-  # "rigid" (after the least-squares rotation + translation onto the truth, as the vertex metric
-  # does: pose-like parts of the shape that the image cannot tell from the head pose cost nothing).
-  c.shape_3d_align = "none"
-  return c
-
-
-SHAPE_ALIGN = ("none", "rigid")
 
 
 def rigid_align(source: jax.Array, target: jax.Array, weights: jax.Array) -> jax.Array:

@@ -5,7 +5,8 @@ import numpy as np
 
 from msma_jax import camera as cam
 from msma_jax.inference.demo import random_coefficients
-from msma_jax.inference.fit import fit_coefficients, get_fit_config
+from configs.fit import get_fit_config
+from msma_jax.inference.fit import fit_coefficients
 from msma_jax.render import render_face
 
 

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs.loss import get_loss_config
 from msma_jax import camera as cam
 from msma_jax import losses
 from msma_jax.face_model import Coefficients, CoefficientSizes
@@ -74,7 +75,7 @@ def test_compute_losses_on_a_rendered_target(embedded):
   out = jax.jit(lambda c: losses.render_face(embedded, c, camera))(truth)
   batch = {"image": out.image, "landmarks": out.landmarks_2d,
            "skin_mask": jnp.ones((1, 64, 64))}
-  config = losses.get_loss_config()
+  config = get_loss_config()
   f = jax.jit(lambda c: losses.compute_losses(embedded, c, batch, camera, config)[:2])
   _, terms = f(truth)
   assert float(terms["photometric"]) < 2e-3 and float(terms["landmark"]) < 1e-8
@@ -113,7 +114,7 @@ def test_shape_loss_matches_numpy_and_is_used_only_with_ground_truth(embedded, r
   # compute_losses adds the term only when it is weighted and the batch carries coefficients.
   camera = cam.Camera.for_face_model(embedded, 32)
   batch = {"image": jnp.zeros((2, 32, 32, 3)), "landmarks": jnp.zeros((2, 68, 2))}
-  config = losses.get_loss_config()
+  config = get_loss_config()
   assert "shape_3d" not in losses.compute_losses(embedded, pred, {**batch, "coeffs": truth.to_flat()},
                                                  camera, config)[1]
   config.shape_3d = 0.5

@@ -15,6 +15,7 @@ from msma_jax.face_model import BFM_SIZES, CoefficientSizes
 from msma_jax.models import WeightImportError, build_model
 from msma_jax.models.torch_weights import (load_deep3d_checkpoint, load_torch_file,
                                            load_torchvision_backbone)
+from weight_fixtures import deep3d_state, numpy_resnet_state
 
 try:
   import torch
@@ -265,38 +266,6 @@ def test_deep3d_checkpoint_import_matches_pytorch(tmp_path):
 
 # ---- mismatches (NumPy state dicts, no torch needed) ----------------------------------------------
 
-def numpy_resnet_state(depths, bottleneck, prefix="", seed=0):
-  """A torchvision-layout ResNet state dict of random NumPy arrays, written from the layout."""
-  rng = np.random.default_rng(seed)
-  state = {}
-
-  def conv(key, cout, cin, k):
-    state[f"{prefix}{key}.weight"] = rng.normal(size=(cout, cin, k, k)).astype(np.float32) * 0.05
-
-  def bn(key, c):
-    for name, v in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)):
-      state[f"{prefix}{key}.{name}"] = np.full(c, v, np.float32)
-    state[f"{prefix}{key}.num_batches_tracked"] = np.array(1)
-
-  conv("conv1", 64, 3, 7)
-  bn("bn1", 64)
-  cin, exp = 64, (4 if bottleneck else 1)
-  for i, (w, d) in enumerate(zip((64, 128, 256, 512), depths), start=1):
-    for j in range(d):
-      p = f"layer{i}.{j}."
-      if bottleneck:
-        conv(p + "conv1", w, cin, 1), bn(p + "bn1", w)
-        conv(p + "conv2", w, w, 3), bn(p + "bn2", w)
-        conv(p + "conv3", 4 * w, w, 1), bn(p + "bn3", 4 * w)
-      else:
-        conv(p + "conv1", w, cin, 3), bn(p + "bn1", w)
-        conv(p + "conv2", w, w, 3), bn(p + "bn2", w)
-      if j == 0 and (i > 1 or cin != w * exp):
-        conv(p + "downsample.0", w * exp, cin, 1), bn(p + "downsample.1", w * exp)
-      cin = w * exp
-  return state
-
-
 @pytest.fixture(scope="module")
 def r18():
   return build_model(config("r18"), EMBEDDED_SIZES)
@@ -336,14 +305,6 @@ def test_single_tensor_mismatches_are_named(r18, edit, match):
   with pytest.raises(WeightImportError, match=match):
     load_torchvision_backbone(r18, state)
   np.testing.assert_array_equal(np.asarray(r18.backbone.conv1.kernel[...]), before)   # untouched
-
-
-def deep3d_state(ids=80, c5=512):
-  state = {f"backbone.{k}": v for k, v in numpy_resnet_state((2, 2, 2, 2), False).items()}
-  for i, n in enumerate((ids, 64, 80, 3, 27, 2, 1)):
-    state[f"final_layers.{i}.weight"] = np.zeros((n, c5, 1, 1), np.float32)
-    state[f"final_layers.{i}.bias"] = np.zeros(n, np.float32)
-  return {"net_recon": state}
 
 
 def test_deep3d_mismatches_are_named(r18):

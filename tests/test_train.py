@@ -87,19 +87,24 @@ def _losses(workdir) -> dict[int, float]:
 
 
 def _params(workdir, step=None) -> dict:
+  """A saved step's arrays by path: "0/..." the model (items params, batch_stats), "1/..." the
+  optimizer (item optimizer)."""
   import orbax.checkpoint as ocp
   latest = pathlib.Path(workdir) / "checkpoints" / "latest"
   step = step or max(int(p.name) for p in latest.iterdir() if p.name.isdigit())
-  path = latest / str(step) / "state"
   ckptr = ocp.StandardCheckpointer()
   # Restore onto this (1-device) process whatever the topology the run saved with.
   one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
-                        ckptr.metadata(path).item_metadata.tree)
-  tree = ckptr.restore(path, target)
-  return {"/".join(map(str, k)): np.asarray(v) for k, v in
-          jax.tree_util.tree_flatten_with_path(tree)[0]
-          for k in [[getattr(e, "key", getattr(e, "idx", e)) for e in k]]}
+  out = {}
+  for item, prefix in (("params", "0"), ("batch_stats", "0"), ("optimizer", "1")):
+    path = latest / str(step) / item
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+                          ckptr.metadata(path).item_metadata.tree)
+    tree = ckptr.restore(path, target)
+    out.update({"/".join([prefix, *map(str, k)]): np.asarray(v) for k, v in
+                jax.tree_util.tree_flatten_with_path(tree)[0]
+                for k in [[getattr(e, "key", getattr(e, "idx", e)) for e in k]]})
+  return out
 
 
 def _assert_same_params(a: dict, b: dict, rtol=1e-5):
@@ -135,6 +140,8 @@ def reference(datasets, cache_dir, tmp_path_factory):
     ("--config.loss.landmark=heavy", "flag --config.loss.landmark=heavy: could not convert"),
     ("--config.data.path=/nonexistent/faces", "config.data.path: /nonexistent/faces does not exist"),
     ("--config.optim.name=sgdx", "config.optim.name: unknown optimizer 'sgdx'"),
+    ("--config.loss.landmark=nan", "config.loss.landmark must be finite, got nan"),
+    ("--config.init.source=imagenet.pth", "config.init.source must be KIND:PATH"),
 ])
 def test_bad_config_values_fail_fast(datasets, cache_dir, tmp_path, override, message):
   extra = [override] + (["--config.data.synthetic_if_missing=False"] if "data.path" in override
@@ -183,12 +190,13 @@ def test_nan_batch_is_skipped_and_state_kept(embedded):
   from configs.quickstart import get_config
   from msma_jax import camera as cam
   from msma_jax.train.mesh import make_mesh
-  from msma_jax.train.state import create_train_state
+  from msma_jax.train.state import create_train_state, initial_model
   from msma_jax.train.step import make_train_step
   config = get_config("r18")
   config.model.fusion.width = 16
   mesh = make_mesh(config.mesh)
-  ts = create_train_state(config, embedded, mesh, 10, 10)
+  model, _ = initial_model(config, embedded)
+  ts = create_train_state(config, model, mesh, 10, 10)
   camera = cam.Camera.for_face_model(embedded, 32)
   step = make_train_step(ts, embedded, camera, config, mesh)
   rng = np.random.default_rng(0)
@@ -223,12 +231,60 @@ def test_eight_devices_data_and_fsdp_match_one_device(datasets, cache_dir, refer
     np.testing.assert_allclose([losses[k] for k in sorted(losses)],
                                [ref_losses[k] for k in sorted(ref_losses)], rtol=1e-5)
     _assert_same_params(_params(w), ref_params)
+    _assert_init_equals_run(w)             # config.init reads a run saved on 8 devices
 
 
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("localhost", 0))
     return s.getsockname()[1]
+
+
+def _init_from_run(workdir, which="latest") -> dict:
+  """A fresh TINY-config encoder started from `workdir` through config.init, by path "0/..."."""
+  from flax import nnx, traverse_util
+
+  from configs.quickstart import get_config
+  from msma_jax.face_model import load_face_model
+  from msma_jax.train.state import initial_model
+  config = get_config("r18")
+  config.image_size, config.model.fusion.width, config.model.backbone_width = 32, 16, 1.0
+  config.seed = 11                                   # another random start than the run's
+  config.init.source, config.init.which = f"run:{workdir}", which
+  model, report = initial_model(config, load_face_model("embedded"))
+  assert not (report.missing or report.unused or report.mismatched or report.reinitialised)
+  flat = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(model)))
+  return {"/".join(["0", *map(str, k)]): np.asarray(v) for k, v in flat.items()}
+
+
+def _assert_init_equals_run(workdir):
+  saved = {k: v for k, v in _params(workdir).items() if k.startswith("0/")}
+  loaded = _init_from_run(workdir)
+  assert loaded.keys() == saved.keys()
+  for k in saved:
+    np.testing.assert_array_equal(loaded[k], saved[k], err_msg=k)
+
+
+def test_init_from_a_one_device_run_equals_its_checkpoint(reference):
+  _assert_init_equals_run(reference)
+
+
+def test_resume_skips_a_damaged_step_and_says_so(datasets, cache_dir, reference, tmp_path):
+  """A truncated tensor file in the newest step and a deleted item folder in the one before: the
+  resume falls back to step 2, names both, and ends equal to the uninterrupted run."""
+  import shutil
+  w = tmp_path / "damaged"
+  shutil.copytree(reference, w)
+  latest = w / "checkpoints" / "latest"
+  files = sorted((p for p in (latest / "6" / "params").rglob("*") if p.is_file()),
+                 key=lambda p: p.stat().st_size)
+  files[-1].write_bytes(files[-1].read_bytes()[: files[-1].stat().st_size // 3])
+  shutil.rmtree(latest / "4" / "optimizer")
+  p = _run(datasets, cache_dir, w, "--resume")
+  assert "6/params: damaged or incomplete checkpoint item" in p.stderr
+  assert "4/optimizer: damaged or incomplete checkpoint item" in p.stderr
+  assert "resuming from step 2, the newest intact checkpoint" in p.stderr
+  _assert_same_params(_params(w), _params(reference))
 
 
 def test_two_processes_match_one_process(datasets, cache_dir, reference, tmp_path):

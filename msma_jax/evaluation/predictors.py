@@ -25,6 +25,7 @@ from typing import Callable, Optional, Protocol
 
 import numpy as np
 
+from configs.fit import RECONSTRUCT_FIT_STEPS
 from msma_jax.face_model import Coefficients, FaceModel
 
 
@@ -99,9 +100,9 @@ def checkpoint_predictor(face_model: FaceModel, path: Optional[str]) -> Predicto
 
 def fitting_predictor(face_model: FaceModel, steps: Optional[str]) -> Predictor:
   """`fit[:N]`: test-time fitting from the mean face (landmark warm-up, then N full steps)."""
-  from msma_jax.inference.reconstruct import DEFAULT_FIT_STEPS, Reconstructor
+  from msma_jax.inference.reconstruct import Reconstructor
   try:
-    n = DEFAULT_FIT_STEPS if steps is None else int(steps)
+    n = RECONSTRUCT_FIT_STEPS if steps is None else int(steps)
   except ValueError:
     raise PredictorError(f"predictor 'fit:{steps}': the number of steps must be an integer") from None
   rec = Reconstructor(None, face_model=face_model, fit_steps=n)

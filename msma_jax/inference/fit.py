@@ -26,23 +26,10 @@ import ml_collections
 import optax
 from tqdm.auto import tqdm
 
+from configs.fit import get_fit_config
 from msma_jax import camera as cam
 from msma_jax.face_model import FIELDS, Coefficients, FaceModel
-from msma_jax.losses import coefficient_regularization, compute_losses, get_loss_config, landmark_loss
-
-
-def get_fit_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  # 200 x 0.05: landmarks within 0.5 px and pose within ~2 deg of the truth on synthetic faces
-  # (tests/test_fit.py); pose and identity trade off slowly, so fewer steps leave pitch biased.
-  c.steps = 200
-  c.learning_rate = 0.05
-  c.groups = ("id", "exp", "tex", "angle", "gamma", "trans")   # which coefficients move
-  # Landmark-only warm-up before `steps` (0 = none); it moves only `landmark_groups`.
-  c.landmark_steps = 0
-  c.landmark_groups = ("id", "exp", "angle", "trans")
-  c.loss = get_loss_config()
-  return c
+from msma_jax.losses import coefficient_regularization, compute_losses, landmark_loss
 
 
 def _scales(face_model: FaceModel) -> dict[str, float]:

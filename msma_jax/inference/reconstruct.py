@@ -22,24 +22,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from configs.fit import (RECONSTRUCT_FIT_STEPS, RECONSTRUCT_LANDMARK_STEPS,
+                         get_reconstruct_fit_config)
 from data_pipelines.alignment import AlignTransform, warp_to_crop
 from data_pipelines.faces import FacePreprocessor, SkipImage
 from data_pipelines.landmarks import find_landmark_file
 from data_pipelines.skin import skin_probability
 from msma_jax import camera as cam
 from msma_jax.face_model import Coefficients, FaceModel, load_face_model
-from msma_jax.inference.fit import CoefficientFitter, get_fit_config, projected_landmarks
+from msma_jax.inference.fit import CoefficientFitter, projected_landmarks
 from msma_jax.inference.inputs import InputError, InputItem, read_picture, to_uint8_rgb
 from msma_jax.inference.result import FaceResult
 from msma_jax.inference.views import Views, scaled, vertex_colours
-
-# Without a checkpoint the fit starts from the mean face: landmark warm-up + this many full steps.
-# With Adam at 0.1 (twice the library default, which is tuned for 200 steps from the mean face),
-# synthetic faces at 224 px come back within 0.6 px and 2.6 deg (tests/test_reconstruct.py), and the
-# photos of the README within 4 % of the inter-ocular distance of dlib's landmarks.
-DEFAULT_FIT_STEPS = 100
-DEFAULT_LANDMARK_STEPS = 300
-FIT_LEARNING_RATE = 0.1
 
 
 @dataclasses.dataclass
@@ -90,10 +84,10 @@ class Reconstructor:
     start from the mean face (fitting-only mode: useful before any training).
   face_model: "embedded", a face model file, or a `FaceModel`; must be the checkpoint's.
   fit_steps: full test-time fitting steps (photometric + landmarks + regularisers); default 0 with a
-    checkpoint, DEFAULT_FIT_STEPS without. landmark_steps: landmark-only warm-up steps run before
-    them (cheap); default DEFAULT_LANDMARK_STEPS when fitting or without a checkpoint, else 0.
-  fit_config: a `get_fit_config()` to override the learning rate, loss weights or groups (default:
-    get_fit_config() with learning rate FIT_LEARNING_RATE).
+    checkpoint, configs/fit.py's RECONSTRUCT_FIT_STEPS without. landmark_steps: landmark-only
+    warm-up steps run before them (cheap); default RECONSTRUCT_LANDMARK_STEPS when fitting or without a checkpoint, else 0.
+  fit_config: a `configs.fit.get_fit_config()` to override the learning rate, loss weights or
+    groups (default: `get_reconstruct_fit_config()`).
   fit_size: crop size (px) fitting renders at; the encoder gets crops of its training size.
   batch_size: faces per batch. detector: "hog" | "cnn"; upsample: dlib upsampling, or "auto" (0,
     then 1 when no face is found: fast for photos of people, still finds faces of ~40 px);
@@ -138,16 +132,15 @@ class Reconstructor:
       self._set_encoder(encoder, int(encoder_size))
     fitting = bool(fit_steps) if fit_steps is not None else self.model is None
     self.fit_steps = int(fit_steps) if fit_steps is not None else (
-        DEFAULT_FIT_STEPS if self.model is None else 0)
+        RECONSTRUCT_FIT_STEPS if self.model is None else 0)
     self.landmark_steps = int(landmark_steps) if landmark_steps is not None else (
-        DEFAULT_LANDMARK_STEPS if (fitting or self.model is None) else 0)
+        RECONSTRUCT_LANDMARK_STEPS if (fitting or self.model is None) else 0)
     if self.fit_steps < 0 or self.landmark_steps < 0:
       raise ValueError("fit_steps and landmark_steps must be >= 0")
     if fit_config is not None:
       config = ml_collections.ConfigDict(fit_config.to_dict())
     else:
-      config = get_fit_config()
-      config.learning_rate = FIT_LEARNING_RATE
+      config = get_reconstruct_fit_config()
     config.steps, config.landmark_steps = self.fit_steps, self.landmark_steps
     self.fit_config = config          # fit_steps / landmark_steps may be changed between calls
     self.camera = cam.Camera.for_face_model(self.face_model, self.fit_size)

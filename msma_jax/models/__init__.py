@@ -7,8 +7,7 @@ heads) and, in `msma_jax.models.identity`, the identity-loss face-descriptor net
 """
 from msma_jax.models.attention import LKA, AttentionBlock, MultiScaleLKA, lka_radius
 from msma_jax.models.encoder import MSMAEncoder, build_model, check_images
-from msma_jax.models.errors import (ImageInputError, ModelConfigError, ModelError,
-                                    WeightImportError)
+from msma_jax.models.errors import ImageInputError, ModelError, WeightImportError
 from msma_jax.models.fusion import MultiScaleFusion, resample
 from msma_jax.models.heads import AttributeHeads
 from msma_jax.models.layers import Policy
@@ -18,7 +17,7 @@ from msma_jax.models.spec import EncoderSpec, spec_from_config
 
 __all__ = [
     "AttentionBlock", "AttributeHeads", "EncoderSpec", "ImageInputError", "LKA", "MSMAEncoder",
-    "MobileNetV2", "ModelConfigError", "ModelError", "MultiScaleFusion", "MultiScaleLKA", "Policy",
+    "MobileNetV2", "ModelError", "MultiScaleFusion", "MultiScaleLKA", "Policy",
     "ResNet", "WeightImportError", "build_model", "check_images", "lka_radius", "resample",
     "spec_from_config",
 ]

@@ -21,9 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from configs.errors import ConfigError
 from msma_jax.face_model import Coefficients, CoefficientSizes, FaceModel
 from msma_jax.models.attention import AttentionBlock
-from msma_jax.models.errors import ImageInputError, ModelConfigError
+from msma_jax.models.errors import ImageInputError
 from msma_jax.models.fusion import MultiScaleFusion
 from msma_jax.models.heads import AttributeHeads
 from msma_jax.models.layers import DTYPES, Policy
@@ -141,7 +142,7 @@ def build_model(model_config: Any, face_model: FaceModel | CoefficientSizes, *,
   elif isinstance(face_model, tuple) and len(face_model) == 6:
     sizes = CoefficientSizes(*face_model)
   else:
-    raise ModelConfigError(f"build_model: face_model must be a FaceModel or CoefficientSizes, got "
+    raise ConfigError(f"build_model: face_model must be a FaceModel or CoefficientSizes, got "
                            f"{type(face_model).__name__}")
   model = MSMAEncoder(spec, sizes, rngs=rngs if rngs is not None else nnx.Rngs(seed))
   if mesh is not None:

@@ -5,10 +5,6 @@ class ModelError(ValueError):
   """Base class of the encoder's errors (a `ValueError`, one line naming what is wrong)."""
 
 
-class ModelConfigError(ModelError):
-  """An unknown variant name, an unknown switch value or an inconsistent `config.model`."""
-
-
 class ImageInputError(ModelError):
   """Images that are not `[B, H, W, 3]` floating point RGB of a usable size."""
 

@@ -2,7 +2,7 @@
 
 The defaults and the named ablation variants live in `configs/model.py`; this module only checks a
 given section: every field known, every value one of the allowed ones, the combination consistent.
-Each problem raises one `ModelConfigError` naming the field (`config.model.fusion.stages`) and the
+Each problem raises one `ConfigError` naming the field (`config.model.fusion.stages`) and the
 allowed values.
 
 Fields (all optional here; missing ones take the `EncoderSpec` defaults, the MSMA ResNet-50):
@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from msma_jax.models.errors import ModelConfigError
+from configs.errors import ConfigError
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
 INPUT_NORMS = ("imagenet", "none")
@@ -107,12 +107,12 @@ def _to_dict(cfg: Any) -> dict:
   if isinstance(cfg, Mapping):
     return {k: (_to_dict(v) if isinstance(v, Mapping) or hasattr(v, "to_dict") else v)
             for k, v in cfg.items()}
-  raise ModelConfigError(f"config.model: expected a ConfigDict or mapping, got {type(cfg).__name__}")
+  raise ConfigError(f"config.model: expected a ConfigDict or mapping, got {type(cfg).__name__}")
 
 
 def _choice(value, allowed, field):
   if value not in allowed:
-    raise ModelConfigError(f"config.model.{field}: unknown value {value!r} (allowed: "
+    raise ConfigError(f"config.model.{field}: unknown value {value!r} (allowed: "
                            f"{', '.join(map(str, allowed))})")
   return value
 
@@ -121,18 +121,18 @@ def _subset(values, allowed, field, *, nonempty=False):
   values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
   bad = [v for v in values if v not in allowed]
   if bad:
-    raise ModelConfigError(f"config.model.{field}: unknown value(s) {bad} (allowed: "
+    raise ConfigError(f"config.model.{field}: unknown value(s) {bad} (allowed: "
                            f"{', '.join(allowed)})")
   if len(set(values)) != len(values):
-    raise ModelConfigError(f"config.model.{field}: repeated entries in {list(values)}")
+    raise ConfigError(f"config.model.{field}: repeated entries in {list(values)}")
   if nonempty and not values:
-    raise ModelConfigError(f"config.model.{field}: must name at least one of {', '.join(allowed)}")
+    raise ConfigError(f"config.model.{field}: must name at least one of {', '.join(allowed)}")
   return values
 
 
 def _positive_int(value, field, *, allow_zero=False):
   if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
-    raise ModelConfigError(f"config.model.{field}: expected an integer >= {0 if allow_zero else 1}"
+    raise ConfigError(f"config.model.{field}: expected an integer >= {0 if allow_zero else 1}"
                            f", got {value!r}")
   return value
 
@@ -143,16 +143,16 @@ def spec_from_config(cfg: Any) -> EncoderSpec:
   known = {f.name for f in dataclasses.fields(EncoderSpec)}
   extra = sorted(set(d) - known)
   if extra:
-    raise ModelConfigError(f"config.model: unknown field(s) {extra} (known: {sorted(known)})")
+    raise ConfigError(f"config.model: unknown field(s) {extra} (known: {sorted(known)})")
   sections = {}
   for name, cls in _SECTIONS.items():
     sub = d.get(name, {})
     if not isinstance(sub, Mapping):
-      raise ModelConfigError(f"config.model.{name}: expected a section (ConfigDict), got {sub!r}")
+      raise ConfigError(f"config.model.{name}: expected a section (ConfigDict), got {sub!r}")
     sub_known = {f.name for f in dataclasses.fields(cls)}
     sub_extra = sorted(set(sub) - sub_known)
     if sub_extra:
-      raise ModelConfigError(f"config.model.{name}: unknown field(s) {sub_extra} "
+      raise ConfigError(f"config.model.{name}: unknown field(s) {sub_extra} "
                              f"(known: {sorted(sub_known)})")
     sections[name] = dict(sub)
 
@@ -171,7 +171,7 @@ def spec_from_config(cfg: Any) -> EncoderSpec:
   for k in kernels:
     if (len(k) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in k)
         or k[0] % 2 == 0 or k[1] % 2 == 0):
-      raise ModelConfigError(f"config.model.attention.kernels: group {k} must be (odd k1, odd k2, "
+      raise ConfigError(f"config.model.attention.kernels: group {k} must be (odd k1, odd k2, "
                              "dilation >= 1)")
   attention = dataclasses.replace(
       a, kind=_choice(a.kind, ATTENTION_KINDS, "attention.kind"),
@@ -179,10 +179,10 @@ def spec_from_config(cfg: Any) -> EncoderSpec:
       num_blocks=_positive_int(a.num_blocks, "attention.num_blocks", allow_zero=True),
       scale_init=float(a.scale_init))
   if attention.kind == "lka" and len(kernels) > 1:
-    raise ModelConfigError(f"config.model.attention.kernels: LKA takes one (k1, k2, dilation) "
+    raise ConfigError(f"config.model.attention.kernels: LKA takes one (k1, k2, dilation) "
                            f"group, got {len(kernels)}")
   if attention.at("stages") and not fusion.enabled:
-    raise ModelConfigError("config.model.attention.where: 'stages' needs fusion.enabled = True "
+    raise ConfigError("config.model.attention.where: 'stages' needs fusion.enabled = True "
                            "(stage attention runs on the fused stages)")
 
   h = HeadSpec(**sections["heads"])
@@ -194,7 +194,7 @@ def spec_from_config(cfg: Any) -> EncoderSpec:
   s = ShardingSpec(**sections["sharding"])
   sharding = dataclasses.replace(s, params=_choice(s.params, PARAM_SHARDING, "sharding.params"))
   if not isinstance(sharding.fsdp_axis, str) or not sharding.fsdp_axis:
-    raise ModelConfigError(f"config.model.sharding.fsdp_axis: expected a mesh axis name, got "
+    raise ConfigError(f"config.model.sharding.fsdp_axis: expected a mesh axis name, got "
                            f"{sharding.fsdp_axis!r}")
 
   top = {k: v for k, v in d.items() if k not in _SECTIONS}
@@ -206,13 +206,13 @@ def spec_from_config(cfg: Any) -> EncoderSpec:
   _choice(spec.conv_impl, CONV_IMPLS, "conv_impl")
   bw = spec.backbone_width
   if isinstance(bw, bool) or not isinstance(bw, (int, float)) or not 0 < bw <= 4:
-    raise ModelConfigError(f"config.model.backbone_width: expected a channel multiplier in (0, 4], "
+    raise ConfigError(f"config.model.backbone_width: expected a channel multiplier in (0, 4], "
                            f"got {bw!r}")
   if spec.backbone == "mobilenet_v2" and bw != 1:
-    raise ModelConfigError("config.model.backbone_width: only the ResNets take a width multiplier "
+    raise ConfigError("config.model.backbone_width: only the ResNets take a width multiplier "
                            f"(backbone {spec.backbone!r} needs 1.0, got {bw!r})")
   spec = dataclasses.replace(spec, backbone_width=float(bw))
   if not 0.0 <= float(spec.bn_momentum) < 1.0:
-    raise ModelConfigError(f"config.model.bn_momentum: expected a decay in [0, 1), got "
+    raise ConfigError(f"config.model.bn_momentum: expected a decay in [0, 1), got "
                            f"{spec.bn_momentum!r}")
   return spec

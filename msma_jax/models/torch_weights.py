@@ -19,6 +19,7 @@ raises one `WeightImportError` that names it.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 from typing import Any, Callable, Iterator, Mapping
@@ -141,40 +142,74 @@ def _describe_mismatch(what: str, problems: list[str], hint: str = "") -> Weight
   return WeightImportError(f"{what}: {shown}{hint}")
 
 
+@dataclasses.dataclass
+class EntryMatch:
+  """How a PyTorch state dict lines up with a list of entries (names are the torch keys).
+
+  loaded: (entry index, converted array) of every tensor that fits; reshaped: the loaded keys whose
+  layout changed shape on conversion (OIHW -> HWIO, [out, in] -> [in, out]); missing: expected keys
+  absent from the source; mismatched: "key: shape" descriptions; unused: source keys no entry took
+  (excluding ignored ones); problems: the one-line descriptions an exact import fails with."""
+  loaded: list[tuple[int, np.ndarray]]
+  reshaped: list[str]
+  missing: list[str]
+  mismatched: list[str]
+  unused: list[str]
+  problems: list[str]
+
+
+def match_entries(entries: list[Entry], state: Mapping[str, Any], *,
+                  ignore: Callable[[str], bool] = lambda k: False) -> EntryMatch:
+  """Checks `state` against `entries` (presence, converted shape, finiteness); assigns nothing."""
+  m = EntryMatch([], [], [], [], [], [])
+  used = set()
+  for i, (key, var, convert) in enumerate(entries):
+    if key not in state:
+      m.missing.append(key)
+      m.problems.append(f"missing '{key}' (model expects shape {_torch_shape(var, convert)})")
+      continue
+    used.add(key)
+    raw = _to_numpy(state[key], key)
+    arr = convert(raw)
+    if arr.shape != var.shape:
+      want = _torch_shape(var, convert)
+      m.mismatched.append(f"{key}: {tuple(raw.shape)} vs {want}")
+      m.problems.append(f"'{key}' has shape {tuple(raw.shape)}, model expects {want}")
+    elif not np.all(np.isfinite(arr)):
+      m.mismatched.append(f"{key}: NaN or Inf")
+      m.problems.append(f"'{key}' contains NaN or Inf values")
+    else:
+      m.loaded.append((i, arr))
+      if raw.shape != arr.shape:
+        m.reshaped.append(key)
+  m.unused = sorted(k for k in state if k not in used and not ignore(k)
+                    and not k.endswith("num_batches_tracked"))
+  if m.unused:
+    m.problems.append(f"unexpected tensors {m.unused[:6]}" + (
+        f" and {len(m.unused) - 6} more" if len(m.unused) > 6 else ""))
+  return m
+
+
+def write_entries(entries: list[Entry], loaded: list[tuple[int, np.ndarray]]) -> int:
+  """Copies matched arrays into their variables (dtype and sharding of the variable kept)."""
+  for i, arr in loaded:
+    var = entries[i][1]
+    old = var[...]
+    var[...] = jax.device_put(jnp.asarray(arr, old.dtype), old.sharding)
+  return len(loaded)
+
+
 def assign_entries(entries: list[Entry], state: Mapping[str, Any], *, what: str,
                    ignore: Callable[[str], bool] = lambda k: False, hint: str = "") -> int:
   """Checks `state` against `entries` (all present, shapes right, nothing extra) and assigns.
 
-  Returns the number of tensors copied. Raises one WeightImportError listing the mismatches.
+  Returns the number of tensors copied. Raises one WeightImportError listing the mismatches;
+  nothing is written unless everything matched (a failed import leaves the model as it was).
   """
-  problems: list[str] = []
-  arrays: list[np.ndarray] = []
-  used = set()
-  for key, var, convert in entries:
-    if key not in state:
-      problems.append(f"missing '{key}' (model expects shape {_torch_shape(var, convert)})")
-      arrays.append(None)
-      continue
-    used.add(key)
-    arr = convert(_to_numpy(state[key], key))
-    if arr.shape != var.shape:
-      want = _torch_shape(var, convert)
-      problems.append(f"'{key}' has shape {tuple(np.shape(state[key]))}, model expects {want}")
-    elif not np.all(np.isfinite(arr)):
-      problems.append(f"'{key}' contains NaN or Inf values")
-    arrays.append(arr)
-  extra = sorted(k for k in state if k not in used and not ignore(k)
-                 and not k.endswith("num_batches_tracked"))
-  if extra:
-    problems.append(f"unexpected tensors {extra[:6]}" + (f" and {len(extra) - 6} more"
-                                                         if len(extra) > 6 else ""))
-  if problems:
-    raise _describe_mismatch(what, problems, hint)
-  # Nothing is written unless everything matched: a failed import leaves the model as it was.
-  for (_, var, _), arr in zip(entries, arrays):
-    old = var[...]
-    var[...] = jax.device_put(jnp.asarray(arr, old.dtype), old.sharding)
-  return len(entries)
+  m = match_entries(entries, state, ignore=ignore)
+  if m.problems:
+    raise _describe_mismatch(what, m.problems, hint)
+  return write_entries(entries, m.loaded)
 
 
 def _torch_shape(var: nnx.Variable, convert) -> tuple[int, ...]:
@@ -201,7 +236,8 @@ def load_torch_file(path: str | os.PathLike) -> Mapping[str, Any]:
   try:
     return torch.load(str(path), map_location="cpu", weights_only=True)
   except Exception as e:
-    raise WeightImportError(f"{path}: torch.load failed ({type(e).__name__}: {e})") from e
+    first = (str(e).strip().splitlines() or [""])[0][:200]   # torch's messages run to pages
+    raise WeightImportError(f"{path}: torch.load failed ({type(e).__name__}: {first})") from e
 
 
 def _strip(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -226,21 +262,39 @@ def _backbone(model) -> nnx.Module:
   return model.backbone if hasattr(model, "backbone") else model
 
 
+@dataclasses.dataclass
+class TorchImport:
+  """What a PyTorch source maps onto a model: the entries, the (re-keyed) state dict, the keys that
+  are expected to stay unused, and the texts error messages use."""
+  entries: list[Entry]
+  state: dict[str, Any]
+  ignore: Callable[[str], bool]
+  what: str
+  hint: str = ""
+
+
+def torchvision_import(model, source: Any) -> TorchImport:
+  """The torchvision ResNet / MobileNetV2 state dict `source` against `model.backbone`."""
+  state = _as_state(source, "torchvision weights")
+  backbone = _backbone(model)
+  hint = ""
+  if isinstance(backbone, ResNet) and any(k.startswith("layer1.") for k in state):
+    found = _guess_resnet(state, "")
+    if not found.startswith(backbone.arch + " "):
+      hint = f" (checkpoint looks like {found}; the configured backbone is {backbone.arch})"
+  return TorchImport(backbone_entries(backbone), state,
+                     lambda k: k.startswith(("fc.", "classifier.")),
+                     f"torchvision weights -> {getattr(backbone, 'arch', 'backbone')}", hint)
+
+
 def load_torchvision_backbone(model, source: Any) -> int:
   """Copies a torchvision ResNet / MobileNetV2 state dict into `model.backbone` (or a backbone).
 
   source: state dict, `torch.nn.Module` or path of a `.pth` file. The classifier is ignored.
   Returns the number of tensors copied.
   """
-  state = _as_state(source, "torchvision weights")
-  backbone = _backbone(model)
-  hint = ""
-  if isinstance(backbone, ResNet) and any(k.startswith("layer1.") for k in state):
-    found = _guess_resnet(state, "")
-    hint = f" (checkpoint looks like {found}; the configured backbone is {backbone.arch})"
-  return assign_entries(backbone_entries(backbone), state,
-                        what=f"torchvision weights -> {getattr(backbone, 'arch', 'backbone')}",
-                        ignore=lambda k: k.startswith(("fc.", "classifier.")), hint=hint)
+  imp = torchvision_import(model, source)
+  return assign_entries(imp.entries, imp.state, what=imp.what, ignore=imp.ignore, hint=imp.hint)
 
 
 def _conv1x1_to_dense(w: np.ndarray) -> np.ndarray:
@@ -279,14 +333,9 @@ def _check_deep3d_compatible(model) -> None:
                             + "; ".join(problems))
 
 
-def load_deep3d_checkpoint(model, source: Any, *, heads: bool = True) -> int:
-  """Copies Deep3DFaceRecon's `net_recon` (backbone + final 1x1 layers) into `model`.
-
-  source: path of `epoch_*.pth`, the checkpoint dict (with a `net_recon` entry) or the `net_recon`
-  state dict itself. heads=False copies the backbone only (e.g. to start MSMA training from it).
-  The face model must have BFM sizes (id 80, exp 64, tex 80) when heads are copied.
-  Returns the number of tensors copied.
-  """
+def deep3d_import(model, source: Any, *, heads: bool = True) -> TorchImport:
+  """Deep3DFaceRecon's `net_recon` (`source`: path, checkpoint dict or state dict) against `model`:
+  the backbone, and the final 1x1 layers onto the heads when `heads` (checks compatibility)."""
   state = _as_state(source, "Deep3DFaceRecon checkpoint")
   if "net_recon" in state and isinstance(state["net_recon"], Mapping):
     state = _strip(state["net_recon"], "module.")
@@ -302,13 +351,13 @@ def load_deep3d_checkpoint(model, source: Any, *, heads: bool = True) -> int:
   backbone = _backbone(model)
   entries = backbone_entries(backbone, "backbone.")
   hint = ""
-  if isinstance(backbone, ResNet):
-    hint = (f" (checkpoint backbone looks like {_guess_resnet(state, 'backbone.')}; the "
-            f"configured backbone is {backbone.arch})")
+  found = _guess_resnet(state, "backbone.") if isinstance(backbone, ResNet) else ""
+  if found and not found.startswith(backbone.arch + " "):
+    hint = f" (checkpoint backbone looks like {found}; the configured backbone is {backbone.arch})"
   view = dict(state)
   if not heads:
-    return assign_entries(entries, view, what="Deep3DFaceRecon net_recon backbone",
-                          ignore=lambda k: k.startswith("final_layers."), hint=hint)
+    return TorchImport(entries, view, lambda k: k.startswith("final_layers."),
+                       "Deep3DFaceRecon net_recon backbone", hint)
   sizes = dict(zip(FIELDS, model.sizes))
   for i, (name, n) in enumerate(DEEP3D_OUTPUTS[:3]):
     w = state.get(f"final_layers.{i}.weight")
@@ -323,5 +372,17 @@ def load_deep3d_checkpoint(model, source: Any, *, heads: bool = True) -> int:
     if xy is not None and z is not None:
       view[f"final_layers.5+6.{part}"] = np.concatenate(
           [_to_numpy(xy, f"final_layers.5.{part}"), _to_numpy(z, f"final_layers.6.{part}")], 0)
-  entries += deep3d_head_entries(model)
-  return assign_entries(entries, view, what="Deep3DFaceRecon net_recon", hint=hint)
+  return TorchImport(entries + deep3d_head_entries(model), view, lambda k: False,
+                     "Deep3DFaceRecon net_recon", hint)
+
+
+def load_deep3d_checkpoint(model, source: Any, *, heads: bool = True) -> int:
+  """Copies Deep3DFaceRecon's `net_recon` (backbone + final 1x1 layers) into `model`.
+
+  source: path of `epoch_*.pth`, the checkpoint dict (with a `net_recon` entry) or the `net_recon`
+  state dict itself. heads=False copies the backbone only (e.g. to start MSMA training from it).
+  The face model must have BFM sizes (id 80, exp 64, tex 80) when heads are copied.
+  Returns the number of tensors copied.
+  """
+  imp = deep3d_import(model, source, heads=heads)
+  return assign_entries(imp.entries, imp.state, what=imp.what, ignore=imp.ignore, hint=imp.hint)

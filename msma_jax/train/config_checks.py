@@ -1,88 +1,169 @@
-"""Validation of a training config before anything is compiled: one clear error naming the key."""
+"""Validation of a training config before anything is compiled: one validator per section.
+
+Each `check_<section>` raises `configs.errors.ConfigError` whose message starts with the key
+(`config.loss.landmark must be finite, got nan`); `check_config` runs them all. Defaults live in
+`configs/`; nothing here supplies a value.
+"""
 from __future__ import annotations
 
+import math
 import numbers
 import pathlib
 
 import jax
 
-LOSS_WEIGHTS = ("photometric", "landmark", "coeff_reg", "id_reg", "exp_reg", "tex_reg", "gamma",
-                "reflectance", "identity", "photometric_eps", "shape_3d")
+from configs.errors import ConfigError
+from configs.loss import SHAPE_ALIGN, WEIGHTS as LOSS_WEIGHTS
+from msma_jax.face_model import available_face_models
+from msma_jax.models import spec_from_config
+from msma_jax.train.init import parse_init_source
+
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "step", "cosine")
+BEST_MODES = ("min", "max")
 
 
-class ConfigError(ValueError):
-  """A config value that cannot work (the message names the key)."""
-
-
-def _number(value, key: str, *, minimum: float | None = None, integer: bool = False):
+def _number(value, key: str, *, minimum: float | None = None, maximum: float | None = None,
+            integer: bool = False):
+  """`value` as a finite number within [minimum, maximum]; ConfigError naming `config.<key>`."""
   if isinstance(value, bool) or not isinstance(value, numbers.Real):
     raise ConfigError(f"config.{key} must be a number, got {type(value).__name__} {value!r}")
+  if not math.isfinite(value):
+    raise ConfigError(f"config.{key} must be finite, got {value!r}")
   if integer and int(value) != value:
     raise ConfigError(f"config.{key} must be an integer, got {value!r}")
   if minimum is not None and value < minimum:
     raise ConfigError(f"config.{key} must be >= {minimum}, got {value!r}")
+  if maximum is not None and value > maximum:
+    raise ConfigError(f"config.{key} must be <= {maximum}, got {value!r}")
   return value
 
 
-def check_config(config) -> None:
-  """Raises ConfigError for values that would fail later (or silently do the wrong thing)."""
-  from msma_jax.models import ModelConfigError, spec_from_config
+def _choice(value, key: str, allowed, what: str | None = None) -> str:
+  """`value` if in `allowed`; else ConfigError ("unknown <what> ..." when `what` is given)."""
+  if value in allowed:
+    return value
+  if what is None:
+    raise ConfigError(f"config.{key} must be one of {', '.join(allowed)}, got {value!r}")
+  raise ConfigError(f"config.{key}: unknown {what + ' ' if what else ''}{value!r} "
+                    f"({' | '.join(allowed)})")
+
+
+def check_model(model) -> None:
   try:
-    spec_from_config(config.model)
-  except ModelConfigError as e:
-    raise ConfigError(f"config.model: {e}") from e
-  except Exception as e:  # a malformed section (wrong types) surfaces here too
+    spec_from_config(model)   # the model section's validator (raises ConfigError naming the field)
+  except ConfigError:
+    raise
+  except (TypeError, ValueError, KeyError, AttributeError) as e:   # a malformed section (wrong types)
     raise ConfigError(f"config.model: {type(e).__name__}: {e}") from e
 
+
+def check_loss(loss) -> None:
   for k in LOSS_WEIGHTS:
-    if k in config.loss:
-      _number(config.loss[k], f"loss.{k}", minimum=0.0)
-  from msma_jax.losses import SHAPE_ALIGN
-  if config.loss.get("shape_3d_align", "none") not in SHAPE_ALIGN:
-    raise ConfigError(f"config.loss.shape_3d_align must be one of {', '.join(SHAPE_ALIGN)}, got "
-                      f"{config.loss.shape_3d_align!r}")
-  if not isinstance(config.loss.get("identity_network", "none"), str):
+    if k in loss:
+      _number(loss[k], f"loss.{k}", minimum=0.0)
+  _choice(loss.get("shape_3d_align", "none"), "loss.shape_3d_align", SHAPE_ALIGN)
+  if not isinstance(loss.get("identity_network", "none"), str):
     raise ConfigError("config.loss.identity_network must be a string ('none', 'dlib', "
                       "'arcface_onnx:<path>')")
 
-  batch = _number(config.data.global_batch_size, "data.global_batch_size", minimum=1, integer=True)
+
+def _check_dataset(section, key: str) -> None:
+  path = section.path
+  if not isinstance(path, str) or not path:
+    raise ConfigError(f"config.{key}.path must be a dataset folder, got {path!r}")
+  if not section.get("synthetic_if_missing", False) and not pathlib.Path(path).expanduser().exists():
+    raise ConfigError(f"config.{key}.path: {path} does not exist (prepare it with "
+                      "`msma-jax prepare-data`, or set synthetic_if_missing=True for synthetic "
+                      "faces)")
+  synth = section.get("synthetic")
+  if synth is not None:
+    _number(synth.num_examples, f"{key}.synthetic.num_examples", minimum=1, integer=True)
+    for k in ("max_yaw_deg", "max_pitch_deg", "max_roll_deg"):
+      _number(synth[k], f"{key}.synthetic.{k}", minimum=0.0, maximum=90.0)
+    for k, v in synth.items():
+      if k.startswith(("jitter_", "bg_", "artefact_", "photo_")) and isinstance(v, numbers.Real):
+        _number(v, f"{key}.synthetic.{k}", minimum=0.0)
+
+
+def check_data(data) -> None:
+  batch = _number(data.global_batch_size, "data.global_batch_size", minimum=1, integer=True)
   n = jax.device_count()
   if batch % n:
     raise ConfigError(f"config.data.global_batch_size={batch} is not divisible by the {n} devices "
                       f"(use a multiple of {n})")
-  mesh = config.mesh
+  for k in ("worker_count", "worker_buffer_size", "read_threads", "prefetch_buffer_size",
+            "data_shards"):
+    if k in data:
+      _number(data[k], f"data.{k}", minimum=0, integer=True)
+  aug = data.get("augment")
+  if aug is not None:
+    for k, v in aug.items():
+      if k != "enabled":
+        _number(v, f"data.augment.{k}", minimum=0.0)
+    _number(aug.get("flip_prob", 0.0), "data.augment.flip_prob", maximum=1.0)
+  _check_dataset(data, "data")
+
+
+def check_eval(ev) -> None:
+  if not ev.enabled:
+    return
+  _number(ev.batch_size, "eval.batch_size", minimum=1, integer=True)
+  _check_dataset(ev, "eval")
+
+
+def check_optim(optim) -> None:
+  _choice(optim.get("name", "adam"), "optim.name", OPTIMIZERS, "optimizer")
+  _choice(optim.get("schedule", "constant"), "optim.schedule", SCHEDULES, "")
+  _number(optim.learning_rate, "optim.learning_rate", minimum=0.0)
+  for k in ("weight_decay", "grad_clip_norm", "decay_every_epochs", "decay_factor",
+            "final_fraction", "momentum"):
+    if k in optim:
+      _number(optim[k], f"optim.{k}", minimum=0.0)
+  _number(optim.get("warmup_steps", 0), "optim.warmup_steps", minimum=0, integer=True)
+
+
+def check_train(train) -> None:
+  _number(train.num_steps, "train.num_steps", minimum=1, integer=True)
+  for k in ("log_every", "eval_every", "checkpoint_every"):
+    _number(train[k], f"train.{k}", minimum=0, integer=True)
+
+
+def check_mesh(mesh) -> None:
+  n = jax.device_count()
   fsdp = _number(mesh.get("fsdp", 1), "mesh.fsdp", minimum=1, integer=True)
   data = _number(mesh.get("data", -1), "mesh.data", minimum=-1, integer=True)
-  if n % fsdp or (data != -1 and data * fsdp != n):
+  if data == 0 or n % fsdp or (data != -1 and data * fsdp != n):
     raise ConfigError(f"config.mesh: data={data} x fsdp={fsdp} does not match {n} devices")
 
-  _number(config.image_size, "image_size", minimum=32, integer=True)
-  t = config.train
-  _number(t.num_steps, "train.num_steps", minimum=1, integer=True)
-  for k in ("log_every", "eval_every", "checkpoint_every", "image_every"):
-    _number(t[k], f"train.{k}", minimum=0, integer=True)
-  _number(config.optim.learning_rate, "optim.learning_rate", minimum=0.0)
-  if config.optim.get("name", "adam") not in ("adam", "adamw", "sgd"):
-    raise ConfigError(f"config.optim.name: unknown optimizer {config.optim.name!r} "
-                      "(adam | adamw | sgd)")
-  if config.optim.get("schedule", "constant") not in ("constant", "step", "cosine"):
-    raise ConfigError(f"config.optim.schedule: unknown {config.optim.schedule!r} "
-                      "(constant | step | cosine)")
-  if config.wandb.mode not in WANDB_MODES:
-    raise ConfigError(f"config.wandb.mode must be one of {WANDB_MODES}, got {config.wandb.mode!r}")
 
-  for key, section in (("data", config.data), ("eval", config.eval)):
-    if key == "eval" and not section.enabled:
-      continue
-    path = section.path
-    synth = section.get("synthetic_if_missing", False)
-    if not isinstance(path, str) or not path:
-      raise ConfigError(f"config.{key}.path must be a dataset folder, got {path!r}")
-    if not synth and not pathlib.Path(path).expanduser().exists():
-      raise ConfigError(f"config.{key}.path: {path} does not exist (prepare it with "
-                        "`msma-jax prepare-data`, or set synthetic_if_missing=True for synthetic "
-                        "faces)")
+def check_checkpoint(ckpt) -> None:
+  _number(ckpt.max_to_keep, "checkpoint.max_to_keep", minimum=1, integer=True)
+  _choice(ckpt.best_mode, "checkpoint.best_mode", BEST_MODES)
+
+
+def check_wandb(wandb) -> None:
+  _choice(wandb.mode, "wandb.mode", WANDB_MODES)
+
+
+def check_init(init) -> None:
+  parse_init_source(init)     # the source's form; the file itself is read before compilation
+
+
+def check_config(config) -> None:
+  """Runs every section's validator (and the top-level keys); raises ConfigError naming the key."""
+  _number(config.seed, "seed", minimum=0, integer=True)
+  _number(config.image_size, "image_size", minimum=32, integer=True)
   fm = config.face_model
-  if fm != "embedded" and not pathlib.Path(fm).expanduser().exists():
-    raise ConfigError(f"config.face_model: {fm} does not exist ('embedded' or a model file)")
+  if not isinstance(fm, str) or not fm:
+    raise ConfigError(f"config.face_model must be a name or a file, got {fm!r}")
+  if fm not in available_face_models() and not pathlib.Path(fm).expanduser().exists():
+    raise ConfigError(f"config.face_model: {fm} does not exist ({', '.join(available_face_models())} "
+                      "or a model file)")
+  for name, check in (("model", check_model), ("loss", check_loss), ("data", check_data),
+                      ("eval", check_eval), ("optim", check_optim), ("train", check_train),
+                      ("mesh", check_mesh), ("checkpoint", check_checkpoint),
+                      ("wandb", check_wandb), ("init", check_init)):
+    if name in config:
+      check(config[name])

@@ -14,6 +14,9 @@ from typing import Optional
 import jax
 import numpy as np
 
+from data_pipelines.device import to_device
+from data_pipelines.pipeline import make_pipeline
+from data_pipelines.tfds_builders import load_prepared
 from msma_jax import camera as cam
 from msma_jax.face_model import load_face_model
 from msma_jax.train import data as train_data
@@ -22,7 +25,8 @@ from msma_jax.train.config_checks import ConfigError, check_config
 from msma_jax.train.distributed import maybe_initialize_distributed
 from msma_jax.train.evaluator import Evaluator
 from msma_jax.train.mesh import batch_sharding, make_mesh
-from msma_jax.train.state import create_train_state
+from msma_jax.train.init import parse_init_source
+from msma_jax.train.state import create_train_state, initial_model
 from msma_jax.train.step import device_batch_keys, make_train_step
 from msma_jax.train.tracking import Tracker, image_panel
 
@@ -83,25 +87,29 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
   face_model = load_face_model(config.face_model)
   camera = cam.Camera.for_face_model(face_model, int(config.image_size))
   mesh = make_mesh(config.mesh)
-  train_dir = train_data.ensure_dataset(config.data, config.face_model, int(config.image_size))
-  from data_pipelines.pipeline import make_pipeline
-  from data_pipelines.tfds_builders import load_prepared
-  source = load_prepared(train_dir, config.data.get("split", "train"))
-  steps_per_epoch = max(1, len(source) // int(config.data.global_batch_size))
-  total_steps = int(config.train.num_steps)
-  ts = create_train_state(config, face_model, mesh, total_steps, steps_per_epoch)
-  iterator = iter(make_pipeline(source, config.data))
-
+  # Whether this run resumes is known before anything heavy: a resumed run ignores config.init,
+  # and an init source that does not load fails before datasets are built or steps compiled.
   ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint)
-  start = 0
   have = ckpt.latest_step() is not None
   if resume and not have:
     raise FileNotFoundError(f"{workdir}: --resume given but no checkpoint found")
-  if have and resume is not False:
+  if have and resume is False:
+    raise FileExistsError(f"{workdir} already holds checkpoints; resume or choose another workdir")
+  model, init_report = initial_model(config, face_model, with_init=not have)
+  if init_report is not None:
+    log.info("%s", init_report.table())
+  elif have and parse_init_source(config.get("init")) is not None:
+    log.info("resuming from %s: config.init.source is not used", ckpt.directory)
+  train_dir = train_data.ensure_dataset(config.data, config.face_model, int(config.image_size))
+  source = load_prepared(train_dir, config.data.get("split", "train"))
+  steps_per_epoch = max(1, len(source) // int(config.data.global_batch_size))
+  total_steps = int(config.train.num_steps)
+  ts = create_train_state(config, model, mesh, total_steps, steps_per_epoch)
+  iterator = iter(make_pipeline(source, config.data))
+  start = 0
+  if have:
     ts.state, meta = ckpt.restore(ts.state, ts.shardings, iterator)
     start = int(meta["step"])
-  elif have and resume is False:
-    raise FileExistsError(f"{workdir} already holds checkpoints; resume or choose another workdir")
 
   identity_fn = _identity_loss(config)
   train_step = make_train_step(ts, face_model, camera, config, mesh, identity_fn)
@@ -115,7 +123,6 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
           "face_model": config.face_model, "image_size": int(config.image_size),
           "coefficient_sizes": list(face_model.sizes)}
   sharding = batch_sharding(mesh)
-  from data_pipelines.device import to_device
   with_coeffs = float(config.loss.get("shape_3d", 0.0)) > 0
   t = config.train
   eval_metrics, skipped, interrupted, step = {}, [], False, start

@@ -11,11 +11,11 @@ from __future__ import annotations
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from configs.errors import ConfigError
+
 DATA_AXES = ("data", "fsdp")
 
 
-class MeshConfigError(ValueError):
-  pass
 
 
 def make_mesh(mesh_config) -> Mesh:
@@ -24,11 +24,11 @@ def make_mesh(mesh_config) -> Mesh:
   fsdp = int(mesh_config.get("fsdp", 1))
   data = int(mesh_config.get("data", -1))
   if fsdp < 1 or n % fsdp:
-    raise MeshConfigError(f"config.mesh.fsdp={fsdp} does not divide the {n} devices")
+    raise ConfigError(f"config.mesh.fsdp={fsdp} does not divide the {n} devices")
   if data == -1:
     data = n // fsdp
   if data * fsdp != n:
-    raise MeshConfigError(f"config.mesh: data={data} x fsdp={fsdp} != {n} devices")
+    raise ConfigError(f"config.mesh: data={data} x fsdp={fsdp} != {n} devices")
   return jax.make_mesh((data, fsdp), DATA_AXES, axis_types=(AxisType.Auto, AxisType.Auto))
 
 

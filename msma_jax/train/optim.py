@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import optax
 
+from configs.errors import ConfigError
 
-class OptimConfigError(ValueError):
-  pass
+
 
 
 def make_schedule(c, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
@@ -31,7 +31,7 @@ def make_schedule(c, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
     main = optax.cosine_decay_schedule(lr, max(1, total_steps - warmup),
                                        alpha=float(c.get("final_fraction", 0.0)))
   else:
-    raise OptimConfigError(f"config.optim.schedule: unknown {kind!r} (constant | step | cosine)")
+    raise ConfigError(f"config.optim.schedule: unknown {kind!r} (constant | step | cosine)")
   if warmup > 0:
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
   return main
@@ -49,7 +49,7 @@ def make_optimizer(c, total_steps: int, steps_per_epoch: int
   elif name == "sgd":
     opt = optax.sgd(schedule, momentum=float(c.get("momentum", 0.9)) or None)
   else:
-    raise OptimConfigError(f"config.optim.name: unknown optimizer {name!r} (adam | adamw | sgd)")
+    raise ConfigError(f"config.optim.name: unknown optimizer {name!r} (adam | adamw | sgd)")
   clip = float(c.get("grad_clip_norm", 0.0))
   if clip > 0:
     opt = optax.chain(optax.clip_by_global_norm(clip), opt)

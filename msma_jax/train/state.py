@@ -12,6 +12,7 @@ from jax.sharding import Mesh
 from msma_jax.face_model import FaceModel
 from msma_jax.models import build_model
 from msma_jax.models.sharding import state_shardings
+from msma_jax.train.init import apply_init
 from msma_jax.train.optim import make_optimizer
 
 
@@ -31,11 +32,19 @@ class TrainState:
     return int(jax.device_get(self.state[1]["step"].value))
 
 
-def create_train_state(config, face_model: FaceModel, mesh: Mesh, total_steps: int,
-                       steps_per_epoch: int) -> TrainState:
-  """Builds the encoder of `config.model`, its optimizer, and places both on `mesh`."""
-  tx, schedule = make_optimizer(config.optim, total_steps, steps_per_epoch)
+def initial_model(config, face_model: FaceModel, *, with_init: bool = True):
+  """The encoder of `config.model` with its starting weights: random (seeded by `config.seed`),
+  then `config.init` when `with_init` (a resumed run passes False). Returns (model, InitReport or
+  None). Raises InitError naming the source before anything is compiled."""
   model = build_model(config.model, face_model, seed=int(config.seed))
+  report = apply_init(model, config.get("init"), face_model.sizes) if with_init else None
+  return model, report
+
+
+def create_train_state(config, model, mesh: Mesh, total_steps: int,
+                       steps_per_epoch: int) -> TrainState:
+  """The optimizer of `config.optim` for `model` (see `initial_model`); both placed on `mesh`."""
+  tx, schedule = make_optimizer(config.optim, total_steps, steps_per_epoch)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   model.eval()
   graphdef_eval, _ = nnx.split((model, optimizer))
@@ -45,7 +54,3 @@ def create_train_state(config, face_model: FaceModel, mesh: Mesh, total_steps: i
   state = jax.device_put(state, shardings)
   return TrainState(graphdef_train, graphdef_eval, state, shardings, schedule)
 
-
-def model_state(state):
-  """The encoder's part of a train state (what inference checkpoints need)."""
-  return state[0]
