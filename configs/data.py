@@ -35,7 +35,7 @@ def get_data_config() -> ml_collections.ConfigDict:
   c.augment.contrast = 0.2
   c.augment.saturation = 0.2
 
-  # `msma-jax prepare-data` (face detection and alignment of an image folder).
+  # `msma-jax prepare-data` (face detection and alignment of an image folder): its option defaults.
   c.prepare = ml_collections.ConfigDict()
   c.prepare.layout = "folder"     # folder | 300w_lp | aflw2000_3d
   c.prepare.detector = "hog"      # hog | cnn (dlib)

@@ -1,8 +1,11 @@
-"""The `msma-jax` command line. Subcommands register themselves in `_COMMANDS`."""
+"""The `msma-jax` command line: `build_parser()` declares every subcommand (each sets `func`),
+`main()` runs one and turns input errors into one line and exit status 2."""
 from __future__ import annotations
 
 import argparse
 import sys
+
+from configs.data import get_data_config
 
 
 def _cmd_info(args) -> int:
@@ -335,22 +338,30 @@ def build_parser() -> argparse.ArgumentParser:
       "--synthetic N faces (msma_synthetic_faces). Unusable photos are skipped and counted.")
   p.add_argument("source", nargs="?", help="folder of photos (recursive: jpg, png, bmp, webp)")
   p.add_argument("--out", required=True, help="TFDS data dir; the dataset goes to OUT/<name>/<ver>")
-  p.add_argument("--layout", default="folder", choices=["folder", "300w_lp", "aflw2000_3d"])
-  p.add_argument("--detector", default="hog", choices=["hog", "cnn"])
-  p.add_argument("--max-faces", type=int, default=1, help="faces per photo, largest first (0 = all)")
-  p.add_argument("--min-side", type=int, default=32, help="skip photos with a smaller shorter side")
-  p.add_argument("--upsample", type=int, default=1, help="dlib upsampling (finds smaller faces)")
+  # Defaults: configs/data.py's `prepare` and `synthetic` sections (the one home of defaults).
+  prep, synth = get_data_config().prepare, get_data_config().synthetic
+  p.add_argument("--layout", default=prep.layout, choices=["folder", "300w_lp", "aflw2000_3d"])
+  p.add_argument("--detector", default=prep.detector, choices=["hog", "cnn"])
+  p.add_argument("--max-faces", type=int, default=prep.max_faces,
+                 help="faces per photo, largest first (0 = all)")
+  p.add_argument("--min-side", type=int, default=prep.min_side,
+                 help="skip photos with a smaller shorter side")
+  p.add_argument("--upsample", type=int, default=prep.upsample,
+                 help="dlib upsampling (finds smaller faces)")
   p.add_argument("--ignore-landmark-files", action="store_true",
                  help="detect even where a .pts/.txt landmark file is present")
-  p.add_argument("--workers", type=int, default=0, help="detection processes (0 = inline)")
+  p.add_argument("--workers", type=int, default=prep.num_workers,
+                 help="detection processes (0 = inline)")
   p.add_argument("--synthetic", type=int, default=0, metavar="N", help="render N synthetic faces")
-  p.add_argument("--seed", type=int, default=0, help="synthetic faces: random seed")
+  p.add_argument("--seed", type=int, default=synth.seed, help="synthetic faces: random seed")
   p.add_argument("--face-model", default="embedded", help="synthetic faces: face model")
-  p.add_argument("--max-yaw", type=float, default=60.0, help="synthetic faces: degrees")
-  p.add_argument("--max-pitch", type=float, default=20.0, help="synthetic faces: degrees")
-  p.add_argument("--max-roll", type=float, default=20.0, help="synthetic faces: degrees")
-  p.add_argument("--image-format", default="jpeg", choices=["jpeg", "png"])
-  p.add_argument("--jpeg-quality", type=int, default=95)
+  p.add_argument("--max-yaw", type=float, default=synth.max_yaw_deg, help="synthetic faces: degrees")
+  p.add_argument("--max-pitch", type=float, default=synth.max_pitch_deg,
+                 help="synthetic faces: degrees")
+  p.add_argument("--max-roll", type=float, default=synth.max_roll_deg,
+                 help="synthetic faces: degrees")
+  p.add_argument("--image-format", default=prep.image_format, choices=["jpeg", "png"])
+  p.add_argument("--jpeg-quality", type=int, default=prep.jpeg_quality)
   p.add_argument("--overwrite", action="store_true", help="rebuild an existing dataset")
   p.add_argument("--contact-sheet", metavar="PNG", help="also write a contact sheet of the crops")
   p.add_argument("--sheet-count", type=int, default=16)

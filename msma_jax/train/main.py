@@ -28,7 +28,7 @@ def run_name_from_overrides(overrides: list[str]) -> str:
   return "".join(ch if ch.isalnum() or ch in "=,._-" else "_" for ch in name)
 
 
-def parse_train_args(argv: list[str]):
+def _train_flags() -> flags.FlagValues:
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "training config file (configs/*.py[:arg])",
                                   flag_values=fv, lock_config=True)
@@ -37,6 +37,18 @@ def parse_train_args(argv: list[str]):
   flags.DEFINE_boolean("resume", None, "resume from the workdir's checkpoints (default: if any)",
                        flag_values=fv)
   flags.DEFINE_boolean("report", True, "print the final report", flag_values=fv)
+  return fv
+
+
+def train_help() -> str:
+  """What `msma-jax train --help` prints: usage, the flags, and how configs are overridden."""
+  return ("usage: msma-jax train --config FILE[:ARG] --workdir DIR [--config.SECTION.KEY=VALUE ...] "
+          f"[--resume | --noresume]\n\n{__doc__.strip()}\n\nflags:\n"
+          f"{_train_flags().get_help(include_special_flags=False)}\n")
+
+
+def parse_train_args(argv: list[str]):
+  fv = _train_flags()
   try:
     fv(["msma-jax train", *argv])
   except flags.Error as e:
@@ -71,6 +83,9 @@ def format_report(result) -> str:
 
 
 def run_train(argv: list[str]) -> int:
+  if any(a in ("-h", "--help", "--helpfull") for a in argv):
+    print(train_help())
+    return 0
   fv = parse_train_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("msma_jax").setLevel(logging.INFO)
