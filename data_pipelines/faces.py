@@ -16,7 +16,7 @@ import numpy as np
 from data_pipelines.alignment import CROP_SIZE, Aligner, AlignTransform, warp_to_crop
 from data_pipelines.images import ImageReadError, read_image
 from data_pipelines.landmarks import (NUM_LANDMARKS, LandmarkFileError, find_landmark_file,
-                                      read_landmark_file)
+                                      landmark_problem, read_landmark_file)
 from data_pipelines.skin import skin_mask_uint8
 
 # Why an image produced no sample (summary keys of `msma-jax prepare-data`).
@@ -105,6 +105,11 @@ class FacePreprocessor:
         sets = read_landmark_file(landmark_file)
       except LandmarkFileError as e:
         raise SkipImage("bad_landmarks", f"{name}: landmark file {e}") from e
+      for i, points in enumerate(sets):   # checked before dlib is given a box made from them
+        problem = landmark_problem(points, image.shape[:2])
+        if problem:
+          face = f" face {i}:" if len(sets) > 1 else ""
+          raise SkipImage("bad_landmarks", f"{name}: landmark file {landmark_file}:{face} {problem}")
       if sets.shape[1] == 5:
         from data_pipelines.detection import box_from_points
         box = box_from_points(sets[0])

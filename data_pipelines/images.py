@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import stat
 import warnings
 
 import numpy as np
@@ -76,9 +77,30 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     raise ImageReadError(f"{name}: corrupt image data ({type(e).__name__}: {msg})") from e
 
 
+def special_file_kind(path: str | os.PathLike) -> str | None:
+  """'FIFO', 'socket' or 'device' for such files, else None (also for missing files).
+
+  They are never opened: reading a FIFO named `x.jpg` blocks until someone writes to it.
+  """
+  try:
+    mode = os.stat(path).st_mode
+  except OSError:
+    return None
+  if stat.S_ISFIFO(mode):
+    return "FIFO"
+  if stat.S_ISSOCK(mode):
+    return "socket"
+  if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+    return "device"
+  return None
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
   """Reads an image file -> uint8 RGB [H, W, 3], EXIF orientation applied (see the module doc)."""
   path = pathlib.Path(path)
+  kind = special_file_kind(path)
+  if kind is not None:
+    raise ImageReadError(f"{path}: is a {kind}, not a regular file (not opened)")
   try:
     data = path.read_bytes()
   except OSError as e:

