@@ -54,6 +54,17 @@ def get_data_config() -> ml_collections.ConfigDict:
   c.synthetic.max_yaw_deg = 60.0
   c.synthetic.max_pitch_deg = 20.0
   c.synthetic.max_roll_deg = 20.0
+  c.synthetic.light_scale = 1.0        # spread of the lighting (ambient and directional terms)
+  c.synthetic.jitter_px = 0.0          # extra uniform framing shift (pixels of a 224 crop)
+  c.synthetic.jitter_scale = 0.0       # extra uniform framing scale change (relative)
+  # Framing: "true" (the face's own landmark vertices) or "detector" (as dlib frames photos,
+  # calibrated by scripts/calibrate_framing.py; data_pipelines/framing_calibration.json).
+  c.synthetic.framing = "true"
+  # Looking like a photo (data_pipelines/photo_like.py; docs/images/synthetic_photo_like.png).
+  c.synthetic.backgrounds = "simple"   # simple | natural | mixed
+  c.synthetic.head = False             # hair, neck and shoulders behind the face
+  c.synthetic.occluder_prob = 0.0      # chance of an object in front of the face
+  c.synthetic.camera_artefacts = False   # blur, noise, white balance, gamma, JPEG
   return c
 
 

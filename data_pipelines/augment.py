@@ -4,8 +4,8 @@ Geometry is one affine map of the crop (project pixel convention) applied to the
 mask and the landmarks together; a flip mirrors x and re-labels the landmarks with
 `landmarks.FLIP_PERMUTATION`, so point 36 is still the outer corner of the image-left eye. Areas
 brought in from outside the crop are black in the image and 0 in the skin mask (so photometric
-losses ignore them). Defaults are the baseline's recipe: shift +-10 px, scale +-10 %, rotation
-+-10 deg, flip with probability 0.5.
+losses ignore them). Defaults are the baseline's recipe: shift +-10 px (of a 224 crop), scale
++-10 %, rotation +-10 deg, flip with probability 0.5.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from data_pipelines.landmarks import FLIP_PERMUTATION
 @dataclasses.dataclass(frozen=True)
 class AugmentOptions:
   """Ranges (uniform in +-range) and probabilities; all zero = no augmentation."""
-  shift_px: float = 10.0
+  shift_px: float = 10.0      # pixels of a 224 crop (scaled to the crop's size)
   scale: float = 0.1
   rotation_deg: float = 10.0
   flip_prob: float = 0.5
@@ -46,10 +46,11 @@ class AugmentOptions:
 
 def sample_geometry(rng: np.random.Generator, options: AugmentOptions, size: int
                     ) -> tuple[np.ndarray, bool]:
-  """-> ([2, 3] affine crop -> augmented crop, flipped). Rotation/scale about the crop centre."""
+  """-> ([2, 3] affine crop -> augmented crop, flipped). Rotation/scale about the crop centre; the
+  shift range is `options.shift_px` at 224 px, proportionally less on smaller crops."""
   angle = np.radians(rng.uniform(-1, 1) * options.rotation_deg)
   scale = 1.0 + rng.uniform(-1, 1) * options.scale
-  shift = rng.uniform(-1, 1, size=2) * options.shift_px
+  shift = rng.uniform(-1, 1, size=2) * options.shift_px * size / 224.0
   flip = bool(rng.random() < options.flip_prob)
   c = size / 2.0
   cos, sin = np.cos(angle) * scale, np.sin(angle) * scale

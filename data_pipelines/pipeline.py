@@ -32,6 +32,7 @@ import dataclasses
 import os
 from typing import Any
 
+import cv2
 import grain
 import numpy as np
 
@@ -59,9 +60,11 @@ class DecodeAndAugment(grain.transforms.RandomMap):
   `image` and `skin_mask` still uint8: `ToFloat` converts whole batches after they have crossed
   from the worker processes (4x fewer bytes through shared memory)."""
 
-  def __init__(self, options: AugmentOptions, keep_coeffs: bool = True):
+  def __init__(self, options: AugmentOptions, keep_coeffs: bool = True,
+               image_size: int | None = None):
     self.options = options
     self.keep_coeffs = keep_coeffs
+    self.image_size = image_size      # None: crops keep the dataset's size
 
   def random_map(self, record: dict, rng: np.random.Generator) -> dict:
     image = decode_crop(record["image"], 3)
@@ -75,6 +78,15 @@ class DecodeAndAugment(grain.transforms.RandomMap):
     if opts.geometric:
       aug, flipped = sample_geometry(rng, opts, size)
       image, mask, landmarks = apply_geometry(image, mask, landmarks, aug, flipped)
+    if self.image_size and self.image_size != size:
+      # A dataset prepared at another crop size (e.g. 224 px photos for a 64 px run): the resize
+      # is one more scale of the crop, so landmarks and to_original follow it.
+      f = self.image_size / size
+      interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+      image = cv2.resize(image, (self.image_size, self.image_size), interpolation=interp)
+      mask = cv2.resize(mask, (self.image_size, self.image_size), interpolation=interp)
+      landmarks = (landmarks * f).astype(np.float32)
+      aug = aug * f
     img = colour_jitter(image, rng, opts)
     align = np.asarray(record.get("align", (1.0, 0.0, 0.0)), np.float64)
     # original -> crop: s x + t; crop -> augmented: A y + b.  to_original = inverse of the composite.
@@ -147,14 +159,15 @@ def data_shards_of_process(config, shard: grain.sharding.ShardOptions
 
 def make_dataset(source, config, *, seed: int | None = None,
                  shard: grain.sharding.ShardOptions | None = None,
-                 batch_size: int | None = None) -> grain.MapDataset:
+                 batch_size: int | None = None, image_size: int | None = None) -> grain.MapDataset:
   """The pipeline up to batching, as a MapDataset (no worker processes yet); its batches hold
   uint8 `image`/`skin_mask` (`make_pipeline` converts them to float32 at the end).
 
   source: a random-access data source (`tfds_builders.load_prepared`) or a dataset path.
   config: the data config (`configs/data.py`: seed, shuffle, num_epochs, global_batch_size,
   augment, data_shards). shard: this process's share, defaults to `process_shard()`. batch_size:
-  per-process batch, defaults to global_batch_size / process count.
+  per-process batch, defaults to global_batch_size / process count. image_size: crops are resized
+  to this side (px) when the dataset holds another size (None: as stored).
   """
   if isinstance(source, (str, os.PathLike)):
     from data_pipelines.tfds_builders import load_prepared
@@ -181,7 +194,7 @@ def make_dataset(source, config, *, seed: int | None = None,
     if _cfg_get(config, "shuffle", True):
       ds = ds.shuffle(seed=seed % 2**32)
     ds = ds.repeat(_cfg_get(config, "num_epochs", None))
-    parts.append(ds.random_map(DecodeAndAugment(aug),
+    parts.append(ds.random_map(DecodeAndAugment(aug, image_size=image_size),
                                seed=(seed + 1 + _SHARD_SEED_STRIDE * sh.shard_index) % 2**32))
   ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights=[1] * len(parts))
   return ds.batch(batch_size, drop_remainder=True)
@@ -189,13 +202,14 @@ def make_dataset(source, config, *, seed: int | None = None,
 
 def make_pipeline(source, config, *, seed: int | None = None,
                   shard: grain.sharding.ShardOptions | None = None,
-                  batch_size: int | None = None, worker_count: int | None = None
-                  ) -> grain.IterDataset:
+                  batch_size: int | None = None, worker_count: int | None = None,
+                  image_size: int | None = None) -> grain.IterDataset:
   """`make_dataset` + reading threads + `worker_count` worker processes (config `worker_count`).
 
   Iterate it (`iter(...)`) for a checkpointable `grain.DatasetIterator` of host batches.
   """
-  ds = make_dataset(source, config, seed=seed, shard=shard, batch_size=batch_size)
+  ds = make_dataset(source, config, seed=seed, shard=shard, batch_size=batch_size,
+                    image_size=image_size)
   workers = int(_cfg_get(config, "worker_count", 0) if worker_count is None else worker_count)
   read = grain.ReadOptions(num_threads=int(_cfg_get(config, "read_threads", 1)),
                            prefetch_buffer_size=int(_cfg_get(config, "prefetch_buffer_size", 4)))

@@ -3,14 +3,17 @@
 A synthetic sample is rendered from the face model by `msma_jax.render.render_face` with known
 coefficients, so it carries exact labels (coefficients, 68 landmarks). Faces are framed the way real
 photos are aligned: the translation is solved so that the 5-point alignment of the rendered landmarks
-(`data_pipelines.alignment`) is the identity, i.e. a synthetic image looks like an aligned real crop.
+(`data_pipelines.alignment`) is the identity, i.e. a synthetic image looks like an aligned real crop;
+with `framing="detector"` it is moved and scaled the way dlib's landmarks would frame it instead
+(`data_pipelines.detector_framing`), so training crops carry the framing noise photos have.
 
 Sampling (defaults): identity and albedo N(0, 1) (x `tex_scale`), expression (blendshape models:
 one or two expressions at random strengths; PCA models: N(0, 1) x `exp_scale`), pose uniform in
 yaw +-60 deg, pitch +-20 deg, roll +-20 deg, lighting = ambient level, a random directional first-order
 term, weak second-order terms and a slight colour tint (Deep3DFaceRecon's SH convention, 0.8 added
 to the first band by the shader). Backgrounds: flat colour, linear gradient, smooth noise or clutter
-of random shapes.
+of random shapes; photo-like options (`data_pipelines.photo_like`) add natural scenes, hair, neck and
+shoulders, occluders and camera artefacts. `make_faces` runs the whole chain.
 """
 from __future__ import annotations
 
@@ -20,8 +23,12 @@ import functools
 import cv2
 import numpy as np
 
+from data_pipelines import photo_like
 from data_pipelines.alignment import fit_alignment, reference_five_points
 from data_pipelines.landmarks import five_points
+
+FRAMINGS = ("true", "detector")
+BACKGROUNDS = ("simple", "natural", "mixed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +41,17 @@ class SyntheticOptions:
   exp_scale: float = 1.0
   tex_scale: float = 1.0
   light_scale: float = 1.0
-  jitter_px: float = 0.0        # random shift of the framing (pixels of the crop) after alignment
+  jitter_px: float = 0.0        # uniform shift of the framing (pixels of a 224 crop) after alignment
   jitter_scale: float = 0.0     # random relative scale change of the framing
+  # how the crop is framed: "true" (the alignment of the face's own landmark vertices) or
+  # "detector" (as dlib's landmarks would frame it: `detector_framing`, calibrated per face model)
+  framing: str = "true"
+  # what the face is seen in (`photo_like`): "simple" (flat, gradient, noise, shapes), "natural"
+  # (1/f-textured scenes) or "mixed" (half each)
+  backgrounds: str = "simple"
+  head: bool = False            # hair, neck and shoulders drawn behind the face
+  occluder_prob: float = 0.0    # chance of an object in front of the face (it leaves the mask)
+  camera_artefacts: bool = False  # blur, noise, white balance, gamma, JPEG
 
 
 def sample_coefficients(face_model, rng: np.random.Generator, n: int,
@@ -59,7 +75,7 @@ def sample_coefficients(face_model, rng: np.random.Generator, n: int,
   c[:, sl["angle"]] = rng.uniform(-1, 1, size=(n, 3)) * limits
   gamma = np.zeros((n, 3, 9))
   ls = options.light_scale
-  ambient = rng.uniform(-0.15, 0.3, size=(n, 1))
+  ambient = 0.075 + rng.uniform(-0.225, 0.225, size=(n, 1)) * ls   # [-0.15, 0.3] at light_scale 1
   tint = rng.normal(scale=0.04, size=(n, 3))
   gamma[:, :, 0] = ambient + tint * ls
   direction = rng.normal(size=(n, 1, 3)) * np.array([0.25, 0.2, 0.15]) * ls
@@ -81,24 +97,43 @@ def project_landmarks(face_model, flat: np.ndarray, camera) -> np.ndarray:
   return np.asarray(cam.project(world, camera), np.float64)
 
 
-def frame_faces(face_model, flat: np.ndarray, camera, rng: np.random.Generator | None = None,
-                options: SyntheticOptions = SyntheticOptions(), iterations: int = 4) -> np.ndarray:
+def framing_offsets(rng: np.random.Generator, yaw: np.ndarray, options: SyntheticOptions,
+                    size: int, noise=None) -> tuple[np.ndarray, np.ndarray]:
+  """Where each synthetic crop puts its face relative to the aligned framing.
+
+  yaw [n] radians. Returns (scale [n], shift [n, 2] crop pixels) for `frame_faces`: the uniform
+  jitter of `options` (`jitter_px` in pixels of a 224 crop, scaled to `size`), composed with a
+  draw from `noise` (`detector_framing.FramingNoise`: how a face detector frames faces), if given.
+  """
+  n = len(yaw)
+  scale = np.ones(n)
+  shift = np.zeros((n, 2))
+  if options.jitter_px or options.jitter_scale:
+    shift = rng.uniform(-1, 1, size=(n, 2)) * options.jitter_px * size / 224.0
+    scale = 1 + rng.uniform(-1, 1, size=n) * options.jitter_scale
+  if noise is not None:
+    r, d = noise.sample(rng, yaw, size)
+    scale, shift = scale * r, shift * r[:, None] + d
+  return scale, shift
+
+
+def frame_faces(face_model, flat: np.ndarray, camera, scale: np.ndarray | float = 1.0,
+                shift: np.ndarray | None = None, iterations: int = 4) -> np.ndarray:
   """Sets the translation of [n, total] coefficients so each face is framed like an aligned photo.
 
-  Iterates: project the landmarks, fit the 5-point alignment (scale s, shift t); move the face along
-  the view axis to change its size by s and across it to shift its 5-point centroid by t. Then the
-  optional jitter moves/scales the framing. Returns a new [n, total] array.
+  The face's 5 alignment points land on the reference points (`reference_five_points`) scaled by
+  `scale` ([n] or scalar) about the crop centre and moved by `shift` ([n, 2] crop pixels): 1 and 0
+  frame it exactly as the alignment of its true landmarks would. Iterates: project the landmarks,
+  fit the 5-point alignment (scale s, shift t); move the face along the view axis to change its
+  size by s and across it to shift its 5-point centroid by t. Returns a new [n, total] array.
   """
   flat = np.array(flat, np.float32)
   sl = face_model.sizes.slices()["trans"]
   size = camera.image_size[0]
   ref = reference_five_points(face_model, size)
   n = flat.shape[0]
-  target_shift = np.zeros((n, 2))
-  target_scale = np.ones(n)
-  if rng is not None and (options.jitter_px or options.jitter_scale):
-    target_shift = rng.uniform(-1, 1, size=(n, 2)) * options.jitter_px
-    target_scale = 1 + rng.uniform(-1, 1, size=n) * options.jitter_scale
+  target_scale = np.broadcast_to(np.asarray(scale, np.float64), (n,))
+  target_shift = np.zeros((n, 2)) if shift is None else np.asarray(shift, np.float64)
   centre = np.array(camera.principal)
   for _ in range(iterations):
     p5 = five_points(project_landmarks(face_model, flat, camera))
@@ -163,6 +198,48 @@ def _jitted_render(camera):
     out = render_face(face_model, c, camera, background=backgrounds)
     return out.image, out.mask, out.landmarks_2d
   return render
+
+
+def make_faces(face_model, rng: np.random.Generator, n: int, camera,
+               options: SyntheticOptions = SyntheticOptions(), noise=None, scale: float = 1.0):
+  """n synthetic training faces: sample, frame, render, dress as photos (per `options`).
+
+  noise: the `FramingNoise` used when `options.framing == "detector"` (the caller loads it once,
+  `detector_framing.load_calibration`). scale: the face's size relative to an aligned crop (< 1
+  leaves more of the scene around it, like a photo before alignment). Returns (flat [n, total] coefficients, image [n, S, S, 3]
+  float32 in [0, 1], mask [n, S, S] skin coverage, landmarks [n, 68, 2] pixels).
+  """
+  size = camera.image_size[0]
+  flat = sample_coefficients(face_model, rng, n, options)
+  yaw = flat[:, face_model.sizes.slices()["angle"]][:, 1]
+  framing_scale, shift = framing_offsets(rng, yaw, options, size,
+                                         noise if options.framing == "detector" else None)
+  flat = frame_faces(face_model, flat, camera, framing_scale * scale, shift * scale)
+  if options.backgrounds == "simple":
+    bgs = random_backgrounds(rng, n, size)
+  elif options.backgrounds == "natural":
+    bgs = photo_like.natural_backgrounds(rng, n, size)
+  else:
+    pick = rng.random(n) < 0.5
+    bgs = np.where(pick[:, None, None, None], photo_like.natural_backgrounds(rng, n, size),
+                   random_backgrounds(rng, n, size))
+  if not (options.head or options.occluder_prob or options.camera_artefacts):
+    return (flat, *render_batch(face_model, flat, camera, bgs))
+  # Rendered over black, the image is (face colour x coverage); anything can be put behind it.
+  face, mask, landmarks = render_batch(face_model, flat, camera, np.zeros_like(bgs))
+  mask = mask.copy()
+  images = np.empty_like(face)
+  for i in range(n):
+    bg = bgs[i]
+    if options.head:
+      bg = photo_like.draw_head(bg, landmarks[i], photo_like.skin_colour(face[i], mask[i]), rng)
+    img = np.clip(face[i] + (1.0 - mask[i][..., None]) * bg, 0, 1)
+    if rng.random() < options.occluder_prob:
+      img, mask[i] = photo_like.occlude(img, mask[i], landmarks[i], rng)
+    if options.camera_artefacts:
+      img = photo_like.camera_artefacts(img, rng)
+    images[i] = img
+  return flat, images, mask, landmarks
 
 
 def render_batch(face_model, flat: np.ndarray, camera, backgrounds: np.ndarray):

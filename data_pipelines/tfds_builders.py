@@ -234,14 +234,16 @@ class MsmaSyntheticFaces(tfds.core.GeneratorBasedBuilder):
     if self.progress:
       from tqdm import tqdm
       bar = tqdm(total=self.num_examples, desc="synthetic faces", unit="img")
+    noise = None
+    if self.options.framing == "detector":
+      from data_pipelines.detector_framing import load_calibration
+      noise = load_calibration(str(self.face_model_name))
     nb = self.render_batch
     for start in range(0, self.num_examples, nb):
       n = min(nb, self.num_examples - start)
       # always nb faces per call (one compiled shape); a short last batch keeps its first n
-      flat = synthetic.sample_coefficients(fm, rng, nb, self.options)
-      flat = synthetic.frame_faces(fm, flat, camera, rng, self.options)
-      backgrounds = synthetic.random_backgrounds(rng, nb, self.crop_size)
-      images, masks, landmarks = synthetic.render_batch(fm, flat, camera, backgrounds)
+      flat, images, masks, landmarks = synthetic.make_faces(fm, rng, nb, camera, self.options,
+                                                            noise)
       for j in range(n):
         i = start + j
         rgb = np.round(images[j] * 255).astype(np.uint8)

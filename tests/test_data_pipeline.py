@@ -92,6 +92,32 @@ def _centroid(a, near, radius=10):
   return np.array([(w * xx).sum(), (w * yy).sum()]) / w.sum()
 
 
+def test_crops_resized_to_the_run_size_keep_landmarks_and_mapping(dataset):
+  """A 224 px dataset read for a 64 px run: pixels, landmarks and to_original scale together."""
+  from data_pipelines.tfds_builders import load_prepared
+  src = load_prepared(dataset)
+  full = next(iter(make_pipeline(dataset, _config(augment=dict(enabled=False)))))
+  small = next(iter(make_pipeline(dataset, _config(augment=dict(enabled=False)), image_size=64)))
+  assert small["image"].shape == (4, 64, 64, 3) and small["skin_mask"].shape == (4, 64, 64)
+  np.testing.assert_array_equal(small["index"], full["index"])
+  np.testing.assert_allclose(small["landmarks"], full["landmarks"] * 64 / 224, atol=1e-4)
+  import cv2
+  want = cv2.resize(full["image"][0], (64, 64), interpolation=cv2.INTER_AREA)
+  assert np.abs(small["image"][0] - want).max() < 2.5 / 255
+  for i in range(4):
+    m = small["to_original"][i].astype(np.float64)
+    back = small["landmarks"][i] @ m[:, :2].T + m[:, 2]
+    np.testing.assert_allclose(back, src[int(small["index"][i])]["source_landmarks"], atol=2e-2)
+  # with augmentation on, the resized crop still maps back to the photo
+  aug = next(iter(make_pipeline(dataset, _config(), image_size=64)))
+  for i in range(4):
+    m = aug["to_original"][i].astype(np.float64)
+    back = aug["landmarks"][i] @ m[:, :2].T + m[:, 2]
+    rec = src[int(aug["index"][i])]
+    want = rec["source_landmarks"][FLIP_PERMUTATION] if aug["flipped"][i] else rec["source_landmarks"]
+    np.testing.assert_allclose(back, want, atol=2e-2)
+
+
 def test_augmentation_moves_pixels_masks_and_landmarks_together():
   rng = np.random.default_rng(0)
   lm = np.stack([rng.uniform(60, 164, 68), rng.uniform(60, 164, 68)], -1).astype(np.float32)

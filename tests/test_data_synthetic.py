@@ -47,7 +47,10 @@ def test_faces_are_framed_like_aligned_photos(embedded):
   np.testing.assert_array_equal(np.delete(framed, np.r_[sl], 1), np.delete(flat, np.r_[sl], 1))
   # with jitter the framing moves by up to the given shift/scale
   opts = synthetic.SyntheticOptions(jitter_px=8.0, jitter_scale=0.1)
-  jit = synthetic.frame_faces(embedded, flat, camera, np.random.default_rng(0), opts)
+  yaw = flat[:, embedded.sizes.slices()["angle"]][:, 1]
+  scale, shift = synthetic.framing_offsets(np.random.default_rng(0), yaw, opts, 224)
+  assert np.abs(shift).max() <= 8.0 and np.abs(shift).max() > 1.0
+  jit = synthetic.frame_faces(embedded, flat, camera, scale, shift)
   lmj = synthetic.project_landmarks(embedded, jit, camera)
   scales = [aligner.fit(lmj[i]).scale for i in range(6)]
   assert max(abs(1 / s - 1) for s in scales) <= 0.1 + 1e-3

@@ -6,6 +6,7 @@ Each `check_<section>` raises `configs.errors.ConfigError` whose message starts 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import pathlib
@@ -14,6 +15,8 @@ import jax
 
 from configs.errors import ConfigError
 from configs.loss import SHAPE_ALIGN, WEIGHTS as LOSS_WEIGHTS
+from data_pipelines.detector_framing import load_calibration
+from data_pipelines.synthetic import BACKGROUNDS, FRAMINGS, SyntheticOptions
 from msma_jax.face_model import available_face_models
 from msma_jax.models import spec_from_config
 from msma_jax.train.init import parse_init_source
@@ -82,9 +85,30 @@ def _check_dataset(section, key: str) -> None:
     _number(synth.num_examples, f"{key}.synthetic.num_examples", minimum=1, integer=True)
     for k in ("max_yaw_deg", "max_pitch_deg", "max_roll_deg"):
       _number(synth[k], f"{key}.synthetic.{k}", minimum=0.0, maximum=90.0)
-    for k, v in synth.items():
-      if k.startswith(("jitter_", "bg_", "artefact_", "photo_")) and isinstance(v, numbers.Real):
-        _number(v, f"{key}.synthetic.{k}", minimum=0.0)
+    _check_synthetic(synth, f"{key}.synthetic")
+
+
+# The synthetic section: the builder's own keys and the fields of `SyntheticOptions`.
+_SYNTHETIC_KEYS = ("num_examples", "seed") + tuple(
+    f.name for f in dataclasses.fields(SyntheticOptions))
+
+
+def _check_synthetic(synth, key: str) -> None:
+  unknown = sorted(set(synth) - set(_SYNTHETIC_KEYS))
+  if unknown:
+    raise ConfigError(f"config.{key}.{unknown[0]}: unknown key (known: {', '.join(_SYNTHETIC_KEYS)})")
+  for k in ("id_scale", "exp_scale", "tex_scale", "light_scale", "jitter_px", "jitter_scale"):
+    if k in synth:
+      _number(synth[k], f"{key}.{k}", minimum=0.0)
+  if "jitter_scale" in synth:
+    _number(synth.jitter_scale, f"{key}.jitter_scale", minimum=0.0, maximum=0.9)
+  if "occluder_prob" in synth:
+    _number(synth.occluder_prob, f"{key}.occluder_prob", minimum=0.0, maximum=1.0)
+  _choice(synth.get("framing", "true"), f"{key}.framing", FRAMINGS)
+  _choice(synth.get("backgrounds", "simple"), f"{key}.backgrounds", BACKGROUNDS)
+  for k in ("head", "camera_artefacts"):
+    if not isinstance(synth.get(k, False), bool):
+      raise ConfigError(f"config.{key}.{k} must be True or False, got {synth[k]!r}")
 
 
 def check_data(data) -> None:
@@ -167,3 +191,26 @@ def check_config(config) -> None:
                       ("wandb", check_wandb), ("init", check_init)):
     if name in config:
       check(config[name])
+  _check_across_sections(config)
+
+
+def _check_across_sections(config) -> None:
+  """Settings that are valid alone but contradict each other."""
+  data, loss = config.get("data"), config.get("loss")
+  if data is None:
+    return
+  aug = data.get("augment")
+  if (loss is not None and float(loss.get("shape_3d", 0.0)) > 0 and aug is not None
+      and aug.get("enabled", True) and float(aug.get("flip_prob", 0.0)) > 0):
+    # shift, scale and rotation leave the face's shape as it was; a mirror image shows another one
+    raise ConfigError("config.data.augment.flip_prob: a flipped crop no longer shows the "
+                      "ground-truth shape the loss.shape_3d term compares with; set "
+                      "data.augment.flip_prob=0 or loss.shape_3d=0")
+  for key in ("data", "eval"):
+    section = config.get(key)
+    synth = section.get("synthetic") if section is not None else None
+    if synth is not None and synth.get("framing", "true") == "detector":
+      try:
+        load_calibration(config.face_model)
+      except ValueError as e:
+        raise ConfigError(f"config.{key}.synthetic.framing: {e}") from e

@@ -1,6 +1,7 @@
 """Datasets of a training run: prepared folders, synthetic faces built on demand, eval batches."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pathlib
 
@@ -19,6 +20,32 @@ def _synthetic_options(section):
   return SyntheticOptions(**{k: v for k, v in s.items() if k in fields})
 
 
+def _check_synthetic_matches(found: pathlib.Path, section, face_model_name: str,
+                             image_size: int) -> None:
+  """A synthetic dataset rendered earlier into `section.path` must be the one the config asks for:
+  a changed option would otherwise silently train on the old faces."""
+  from data_pipelines import tfds_builders
+  from data_pipelines.synthetic import SyntheticOptions
+  meta = tfds_builders.dataset_metadata(found)
+  if "options" not in meta:          # a prepared photo dataset: nothing to compare
+    return
+  fields = SyntheticOptions.__dataclass_fields__
+  stored = dataclasses.asdict(SyntheticOptions(
+      **{k: v for k, v in dict(meta["options"]).items() if k in fields}))
+  wanted = dataclasses.asdict(_synthetic_options(section))
+  wanted.update(seed=int(section.synthetic.seed), crop_size=int(image_size),
+                face_model=str(face_model_name))
+  stored.update(seed=meta.get("seed"), crop_size=meta.get("crop_size"),
+                face_model=meta.get("face_model"))
+  diff = [k for k in wanted if stored.get(k) != wanted[k]]
+  if diff:
+    k = diff[0]
+    raise tfds_builders.DatasetError(
+        f"{found}: rendered with other synthetic settings ({k} {stored.get(k)!r} there, "
+        f"{wanted[k]!r} in the config); delete the folder to render it again, or point the "
+        "config's path elsewhere")
+
+
 def ensure_dataset(section, face_model_name: str, image_size: int) -> pathlib.Path:
   """The prepared dataset of a config section (`config.data` or `config.eval`).
 
@@ -30,9 +57,12 @@ def ensure_dataset(section, face_model_name: str, image_size: int) -> pathlib.Pa
   built = path / SYNTHETIC_NAME          # where a synthetic build under `path` lands
   for candidate in (path, built):
     try:
-      return tfds_builders.resolve_dataset_dir(candidate)
+      found = tfds_builders.resolve_dataset_dir(candidate)
     except tfds_builders.DatasetError:
-      pass
+      continue
+    if section.get("synthetic_if_missing", False):
+      _check_synthetic_matches(found, section, face_model_name, image_size)
+    return found
   if not section.get("synthetic_if_missing", False):
     tfds_builders.resolve_dataset_dir(path)   # raises the error naming the folder
   synth = section.synthetic
@@ -55,7 +85,7 @@ def eval_batches(path: pathlib.Path, eval_config, image_size: int) -> list[dict]
       "split": eval_config.get("split", "train"), "shuffle": False, "num_epochs": 1, "seed": 0,
       "global_batch_size": int(eval_config.batch_size),
       "augment": {"enabled": False}})
-  ds = make_dataset(str(path), cfg)
+  ds = make_dataset(str(path), cfg, image_size=image_size)   # resized if stored at another size
   batches = []
   for b in ds:
     b = dict(b)
@@ -65,7 +95,4 @@ def eval_batches(path: pathlib.Path, eval_config, image_size: int) -> list[dict]
   if not batches:
     raise ValueError(f"{path}: the eval split holds fewer faces than one batch of "
                      f"{eval_config.batch_size}")
-  if batches[0]["image"].shape[1] != image_size:
-    raise ValueError(f"{path}: eval crops are {batches[0]['image'].shape[1]} px, the run trains at "
-                     f"{image_size} px (config.image_size)")
   return batches

@@ -105,7 +105,7 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
   steps_per_epoch = max(1, len(source) // int(config.data.global_batch_size))
   total_steps = int(config.train.num_steps)
   ts = create_train_state(config, model, mesh, total_steps, steps_per_epoch)
-  iterator = iter(make_pipeline(source, config.data))
+  iterator = iter(make_pipeline(source, config.data, image_size=int(config.image_size)))
   start = 0
   if have:
     ts.state, meta = ckpt.restore(ts.state, ts.shardings, iterator)
