@@ -230,9 +230,10 @@ def _cmd_evaluate(args) -> int:
       out = run_micc(args.out, args.dataset, args.reconstructions, settings=args.settings,
                      landmarks_root=args.landmarks, scan_unit_mm=args.scan_unit_mm,
                      recon_unit_mm=args.recon_unit_mm, crop_radius_mm=args.crop_radius_mm, **common)
-      for r in out["rows"]:
-        print(f"{r['setting']:20s} {r['mean_rmse_mm']:.2f} ± {r['std_mm']:.2f} mm "
-              f"({r['subjects']} subjects)")
+      for r in out["rows"]:   # a setting without subjects has no numbers (not NaN)
+        print(f"{r['setting']:20s} " + (f"{r['mean_rmse_mm']:.2f} ± {r['std_mm']:.2f} mm "
+                                        f"({r['subjects']} subjects)" if r["subjects"]
+                                        else "no subjects"))
     elif args.protocol == "now":
       from msma_jax.evaluation.now import run_now
       out = run_now(args.out, args.dataset, args.predictions, image_list=args.image_list,
@@ -245,9 +246,10 @@ def _cmd_evaluate(args) -> int:
       from msma_jax.evaluation.aflw2000 import run_aflw2000
       out = run_aflw2000(args.out, args.dataset, predictor=args.predictor,
                          batch_size=args.batch_size, limit=args.limit, **common)
-      for r in out["rows"]:
-        print(f"{r['bin']:24s} NME 2D {r['nme_2d_percent']:.2f} %  3D {r['nme_3d_percent']:.2f} % "
-              f"({r['images']} images)")
+      for r in out["rows"]:   # a yaw bin without images has no numbers (not NaN)
+        print(f"{r['bin']:24s} " + (f"NME 2D {r['nme_2d_percent']:.2f} %  3D "
+                                    f"{r['nme_3d_percent']:.2f} % ({r['images']} images)"
+                                    if r["images"] else "no images"))
   finally:
     if run is not None:
       run.finish()

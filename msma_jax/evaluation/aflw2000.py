@@ -213,6 +213,7 @@ def run_aflw2000(out_dir, root, *, predictor="mean", face_model: FaceModel | str
   t0 = time.perf_counter()
   results = evaluate_aflw2000(root, pred, fm, report, batch_size=batch_size, limit=limit,
                               progress=progress)
+  report.require(len(results), "image (a .jpg with its .mat annotation)")
   report.settings.update({
       "dataset": str(root), "predictor": pred.name, "images evaluated": len(results),
       "normalisation": "sqrt(w·h) of the ground-truth 2D landmark box",

@@ -283,6 +283,7 @@ def run_micc(out_dir, dataset_root, recon_root, *, face_model: FaceModel | str =
                           landmarks_root=landmarks_root, scan_unit_mm=scan_unit_mm,
                           recon_unit_mm=recon_unit_mm, crop_radius_mm=crop_radius_mm,
                           progress=progress)
+  report.require(len(results), "subject (a scan with a reconstruction)")
   report.settings.update({
       "dataset": str(dataset_root), "reconstructions": str(recon_root),
       "scan landmarks": str(landmarks_root) if landmarks_root else "none (nose tip = largest z)",

@@ -73,7 +73,13 @@ def read_image_list(path) -> list[tuple[str, str, str]]:
     parts = line.replace("\\", "/").split("/")
     if len(parts) < 3:
       raise ValueError(f"{path}:{n}: expected SUBJECT/CHALLENGE/IMAGE, got {line!r}")
-    out.append((parts[-3], parts[-2], parts[-1]))
+    # Only the last three parts are used, each a plain name: `..`, `.`, an empty part (`/etc/x`)
+    # or a drive would lead the scan or prediction lookup out of its root folder.
+    names = parts[-3:]
+    if any(p in ("", ".", "..") or ":" in p for p in names):
+      raise ValueError(f"{path}:{n}: {line!r} is not SUBJECT/CHALLENGE/IMAGE of plain names "
+                       "(a path leaving the dataset root is not read)")
+    out.append(tuple(names))
   return out
 
 
@@ -198,6 +204,7 @@ def run_now(out_dir, dataset_root, pred_root, *, face_model: FaceModel | str = "
   t0 = time.perf_counter()
   results = evaluate_now(dataset_root, pred_root, fm, report, image_list=image_list,
                          challenge=challenge, scan_unit_mm=scan_unit_mm, progress=progress)
+  report.require(len(results), "image (a listed image with its scan and predicted mesh)")
   report.settings.update({
       "dataset": str(dataset_root), "predictions": str(pred_root),
       "image list": str(image_list or pathlib.Path(dataset_root) / "imagepathsvalidation.txt"),

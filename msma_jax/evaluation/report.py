@@ -22,6 +22,10 @@ import sys
 from typing import Any, Callable, Optional, Sequence
 
 
+class NothingToEvaluate(ValueError):
+  """No input of a protocol was usable; the message gives the exclusion counts and first reason."""
+
+
 def as_log_fn(log_fn) -> Optional[Callable[[dict], None]]:
   """None, a callable taking a metrics dict, or a W&B run (its `.log`)."""
   if log_fn is None:
@@ -74,6 +78,16 @@ class Report:
     """One bad input: a clear line now, counted under `reason`, listed in the report."""
     self.excluded[reason].append(message)
     self.log(f"excluded: {message}")
+
+  def require(self, evaluated: int, what: str) -> None:
+    """Raises NothingToEvaluate (one line: the exclusion counts and the first reason) when
+    `evaluated` is 0, so that no report of empty (NaN) tables is written."""
+    if evaluated:
+      return
+    counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(self.excluded.items()))
+    first = next((v[0] for v in self.excluded.values() if v), None)
+    raise NothingToEvaluate(f"nothing to evaluate: no usable {what}"
+                            + (f" (excluded: {counts}; first: {first})" if counts else ""))
 
   def note(self, message: str) -> None:
     self.notes.append(message)

@@ -41,19 +41,65 @@ def read_exp_pca_bin(path: pathlib.Path) -> np.ndarray:
   return data[3 * n:].reshape(k, 3 * n).T
 
 
+def read_index_file(path: pathlib.Path, key: str, size: int) -> np.ndarray:
+  """1-based MATLAB indices under `key` of a .mat file -> 0-based int64 [N], each in [0, size).
+
+  Raises FaceModelError naming the file and key when the key is missing or an index is not an
+  integer in [1, size] (an index file of another BFM release, or a damaged one).
+  """
+  data = _loadmat(path)
+  if key not in data:
+    keys = sorted(k for k in data if not k.startswith("__"))
+    raise FaceModelError(f"{path}: lacks the key {key!r} (has: {', '.join(keys) or 'nothing'})")
+  a = np.asarray(data[key], np.float64).reshape(-1)
+  if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+    raise FaceModelError(f"{path}: {key!r} must hold integer (1-based) vertex indices")
+  if a.min() < 1 or a.max() > size:
+    raise FaceModelError(f"{path}: {key!r} holds indices {int(a.min())} to {int(a.max())}, outside "
+                         f"1 to {size} (the vertices it indexes)")
+  return a.astype(np.int64) - 1
+
+
+def _read_std(path: pathlib.Path, k: int) -> np.ndarray:
+  """`std_exp.txt` -> [>= k] finite standard deviations (FaceModelError naming the file)."""
+  try:
+    ev = np.loadtxt(path, ndmin=1).reshape(-1)
+  except ValueError as e:
+    raise FaceModelError(f"{path}: not a list of numbers ({str(e).splitlines()[0]})") from None
+  if ev.size < k or not np.all(np.isfinite(ev)):
+    raise FaceModelError(f"{path}: needs {k} finite standard deviations, has {ev.size}")
+  return ev
+
+
+def _check_basis(path: pathlib.Path, mean, pc, ev, names: tuple[str, str, str], k: int) -> None:
+  """mean [3N, 1], pc [3N, >=k], ev [>=k] of one BFM basis; FaceModelError naming the key."""
+  m, b, e = (np.asarray(x) for x in (mean, pc, ev))
+  if m.size % 3 or b.ndim != 2 or b.shape[0] != m.size or b.shape[1] < k or e.size < k:
+    raise FaceModelError(f"{path}: {names[0]} {m.shape}, {names[1]} {b.shape}, {names[2]} "
+                         f"{e.shape} do not fit a [3N] mean with [3N, >= {k}] components")
+
+
 def convert_bfm2009_arrays(bfm_dir: str | os.PathLike) -> dict[str, np.ndarray]:
   """Returns a dict with Deep3DFaceRecon's `BFM_model_front.mat` keys."""
   bfm_dir = pathlib.Path(bfm_dir)
   missing = [f for f in RAW_FILES if not (bfm_dir / f).exists()]
   if missing:
     raise FaceModelError(f"{bfm_dir}: missing {missing} (see `msma-jax convert-bfm --help`)")
-  bfm = _loadmat(bfm_dir / "01_MorphableModel.mat")
+  bfm_path = bfm_dir / "01_MorphableModel.mat"
+  bfm = _loadmat(bfm_path)
   need = ("shapeMU", "shapePC", "shapeEV", "texMU", "texPC", "texEV")
   lacking = [k for k in need if k not in bfm]
   if lacking:
     raise FaceModelError(f"{bfm_dir / '01_MorphableModel.mat'}: lacks keys {lacking}")
+  _check_basis(bfm_path, bfm["shapeMU"], bfm["shapePC"], bfm["shapeEV"],
+               ("shapeMU", "shapePC", "shapeEV"), N_ID)
+  _check_basis(bfm_path, bfm["texMU"], bfm["texPC"], bfm["texEV"], ("texMU", "texPC", "texEV"),
+               N_TEX)
+  n_bfm = np.asarray(bfm["shapeMU"]).size // 3
   exp_pc = read_exp_pca_bin(bfm_dir / "Exp_Pca.bin")
-  exp_ev = np.loadtxt(bfm_dir / "std_exp.txt").reshape(-1)
+  if exp_pc.shape[1] < N_EXP:
+    raise FaceModelError(f"{bfm_dir / 'Exp_Pca.bin'}: {exp_pc.shape[1]} components, needs {N_EXP}")
+  exp_ev = _read_std(bfm_dir / "std_exp.txt", N_EXP)
 
   def scaled(pc, ev, k):
     pc, ev = np.asarray(pc, np.float64), np.asarray(ev, np.float64).reshape(-1)
@@ -63,8 +109,12 @@ def convert_bfm2009_arrays(bfm_dir: str | os.PathLike) -> dict[str, np.ndarray]:
   ex_base = scaled(exp_pc, exp_ev, N_EXP) / 1e5
   tex_base = scaled(bfm["texPC"], bfm["texEV"], N_TEX)
 
-  front = _loadmat(bfm_dir / "BFM_front_idx.mat")["idx"].reshape(-1).astype(np.int64) - 1
-  trim = _loadmat(bfm_dir / "BFM_exp_idx.mat")["trimIndex"].reshape(-1).astype(np.int64) - 1
+  n_exp_model = exp_pc.shape[0] // 3
+  trim = read_index_file(bfm_dir / "BFM_exp_idx.mat", "trimIndex", n_bfm)
+  if len(trim) != n_exp_model:
+    raise FaceModelError(f"{bfm_dir / 'BFM_exp_idx.mat'}: 'trimIndex' lists {len(trim)} vertices, "
+                         f"the expression basis (Exp_Pca.bin) has {n_exp_model}")
+  front = read_index_file(bfm_dir / "BFM_front_idx.mat", "idx", n_exp_model)
   shape_idx = trim[front]            # front vertices among BFM's vertices
 
   def crop(a, idx):                  # [3N, K] -> [3M, K] keeping vertices idx
