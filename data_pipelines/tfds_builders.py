@@ -339,7 +339,30 @@ def load_prepared(path: str | os.PathLike, split: str = "train"):
   builder = tfds.builder_from_directory(str(p))
   if split not in builder.info.splits:
     raise DatasetError(f"{p}: no split {split!r} (has {list(builder.info.splits)})")
+  check_record_files(builder.info.splits[split])
   return builder.as_data_source(split=split)
+
+
+def check_record_files(split_info) -> None:
+  """Opens every ArrayRecord file of a split and compares its record count with dataset_info's,
+  so that a missing, truncated or damaged file is named now (DatasetError), not deep in a reader."""
+  from array_record.python.array_record_module import ArrayRecordReader
+  rebuild = "rebuild it with `msma-jax prepare-data --overwrite`"
+  for path, expected in zip(split_info.filepaths, split_info.shard_lengths):
+    path = pathlib.Path(str(path))
+    if not path.is_file():
+      raise DatasetError(f"{path}: record file missing; {rebuild}")
+    try:
+      reader = ArrayRecordReader(str(path))
+      try:
+        found = reader.num_records() if reader.ok() else None
+      finally:
+        reader.close()
+    except Exception as e:  # array_record raises RuntimeError (and others) for damaged files
+      raise DatasetError(f"{path}: damaged record file ({str(e).splitlines()[0]}); {rebuild}") from e
+    if found != expected:
+      raise DatasetError(f"{path}: damaged or truncated record file ({found or 0} of {expected} "
+                         f"records readable); {rebuild}")
 
 
 def dataset_metadata(path: str | os.PathLike) -> dict:
