@@ -6,6 +6,7 @@ import ml_collections
 from configs.data import get_data_config
 from configs.model import get_model_config
 from configs.loss import get_loss_config
+from configs.render import get_render_config
 
 
 def base_config(model_variant: str = "msma_r50") -> ml_collections.ConfigDict:
@@ -15,6 +16,7 @@ def base_config(model_variant: str = "msma_r50") -> ml_collections.ConfigDict:
   c.image_size = 224
   c.model = get_model_config(model_variant)
   c.loss = get_loss_config()
+  c.render = get_render_config()           # how the renderer runs per backend (configs/render.py)
 
   c.data = get_data_config()
   c.data.synthetic_if_missing = False

@@ -21,7 +21,7 @@ import numpy as np
 from configs.loss import SHAPE_ALIGN
 from msma_jax import camera as cam
 from msma_jax.face_model import Coefficients, FaceModel
-from msma_jax.render import RenderOutput, render_face
+from msma_jax.render import RenderForms, RenderOutput, render_face
 
 # 0-based iBUG indices weighted 20 in the landmark loss: the nose ridge 28-30 and the inner lips 60-67.
 HEAVY_LANDMARKS = (28, 29, 30, 60, 61, 62, 63, 64, 65, 66, 67)
@@ -126,17 +126,17 @@ IdentityFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 def compute_losses(face_model: FaceModel, coeffs: Coefficients, batch: dict,
                    camera: cam.Camera, config: ml_collections.ConfigDict, *,
-                   identity_fn: Optional[IdentityFn] = None, batch_mode: str = "auto",
+                   identity_fn: Optional[IdentityFn] = None, forms: RenderForms = RenderForms(),
                    batch_axes=None) -> tuple[jax.Array, dict[str, jax.Array], RenderOutput]:
   """All loss terms for one batch.
 
   batch: `image` [B, H, W, 3] in [0, 1], `landmarks` [B, 68, 2] pixels, optional `skin_mask`
   [B, H, W] (default 1), optional `landmarks_valid` [B]. identity_fn(rendered, image, landmarks)
-  -> scalar, used when given and config.identity > 0. batch_mode / batch_axes: see `render_face`.
+  -> scalar, used when given and config.identity > 0. forms / batch_axes: see `render_face`.
   Returns (total, {term: unweighted value, ..., 'total': total}, render output).
   """
   image = batch["image"]
-  out = render_face(face_model, coeffs, camera, batch_mode=batch_mode, batch_axes=batch_axes)
+  out = render_face(face_model, coeffs, camera, forms=forms, batch_axes=batch_axes)
   skin = batch.get("skin_mask")
   mask = out.mask if skin is None else out.mask * skin
   _, albedo = face_model.decode(coeffs)

@@ -313,7 +313,7 @@ def test_sharded_render_face_matches_single_device():
       from msma_jax import camera as cam
       from msma_jax.face_model import load_face_model
       from msma_jax.inference.demo import random_coefficients
-      from msma_jax.render import render_face
+      from msma_jax.render import RenderForms, render_face
       assert jax.device_count() == 8
       fm = load_face_model("embedded")
       camera = cam.Camera.for_face_model(fm, 48)
@@ -323,7 +323,7 @@ def test_sharded_render_face_matches_single_device():
       sharded = jax.device_put(coeffs, batch)
       for mode in ("vmap", "map"):
         def loss(c):
-          o = render_face(fm, c, camera, batch_mode=mode)
+          o = render_face(fm, c, camera, forms=RenderForms(batch_mode=mode))
           return jnp.mean(o.image) + jnp.mean(o.mask), o
         ref_l, ref_o = jax.jit(loss)(coeffs)
         ref_g = jax.jit(jax.grad(lambda c: loss(c)[0]))(coeffs)

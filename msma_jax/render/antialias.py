@@ -58,7 +58,8 @@ def _front_facing(clip: jax.Array, triangles: jax.Array) -> jax.Array:
   return det > 0
 
 
-def _pair_deltas(image, ids, depth, clip, tri, verts, neighbors, facing, image_size, axis):
+def _pair_deltas(image, ids, depth, clip, tri, verts, neighbors, facing, image_size, axis,
+                 materialize_mode="auto"):
   """Colour changes of one image from the pixel pairs (p, p + 1 along `axis`: 1 = x, 0 = y).
 
   image [C, H, W] (channel-major, so every operation below runs over whole pixel rows),
@@ -135,7 +136,7 @@ def _pair_deltas(image, ids, depth, clip, tri, verts, neighbors, facing, image_s
   w_b = jnp.where(a_front, spill, retreat)
   # Materialise the per-pair weights: otherwise XLA's CPU backend fuses the whole selection above
   # into the per-channel output loop and recomputes it ~4·C times per pixel (a 2.5x slower forward).
-  w_a, w_b = materialize((w_a, w_b))
+  w_a, w_b = materialize((w_a, w_b), materialize_mode)
   diff = image[(slice(None),) + second] - image[(slice(None),) + first]   # c_b - c_a
   delta_a = w_a * diff
   delta_b = -w_b * diff
@@ -144,7 +145,7 @@ def _pair_deltas(image, ids, depth, clip, tri, verts, neighbors, facing, image_s
   return jnp.pad(delta_a, pad_a) + jnp.pad(delta_b, pad_b)
 
 
-def _antialias_one(image, ids, depth, clip, triangles, neighbors):
+def _antialias_one(image, ids, depth, clip, triangles, neighbors, materialize_mode="auto"):
   h, w = ids.shape
   clip_sg = jax.lax.stop_gradient(clip)
   facing = _front_facing(clip_sg, triangles)
@@ -153,18 +154,21 @@ def _antialias_one(image, ids, depth, clip, triangles, neighbors):
   chw = jnp.moveaxis(image, -1, 0)
   out = chw
   for axis in (1, 0):
-    out = out + _pair_deltas(chw, ids, depth, clip, tri, verts, neighbors, facing, (h, w), axis)
+    out = out + _pair_deltas(chw, ids, depth, clip, tri, verts, neighbors, facing, (h, w), axis,
+                             materialize_mode)
   return jnp.moveaxis(out, 0, -1)
 
 
 def antialias(image: jax.Array, fragments: Fragments, clip_vertices: jax.Array,
               triangles: jax.Array, neighbors: jax.Array, *,
-              batch_mode: BatchMode = "auto", batch_axes=None) -> jax.Array:
+              batch_mode: BatchMode = "auto", batch_axes=None,
+              materialize_mode: str = "auto") -> jax.Array:
   """Blends colours across silhouette edges; gradients reach the vertices through edge positions.
 
   image: [B, H, W, C] shaded image already composited over its background (append a coverage
   channel to antialias the mask as well). fragments: from `rasterize` for the same clip vertices
   [B, V, 4] and triangles [F, 3]. neighbors: `triangle_neighbors(triangles)` [F, 3].
+  materialize_mode: how the per-pair weights are kept from fusing (`rasterize.materialize`).
   Returns [B, H, W, C].
   """
   b, h, w = fragments.triangle_id.shape
@@ -172,6 +176,7 @@ def antialias(image: jax.Array, fragments: Fragments, clip_vertices: jax.Array,
     raise ValueError(f"antialias: image {image.shape} does not match fragments {(b, h, w)}")
   depth = jax.lax.stop_gradient(fragments.depth)
   neighbors = jnp.asarray(neighbors, jnp.int32)
-  fn = lambda img, ids, d, c: _antialias_one(img, ids, d, c, triangles, neighbors)
+  fn = lambda img, ids, d, c: _antialias_one(img, ids, d, c, triangles, neighbors,
+                                             materialize_mode)
   return over_batch(fn, image, fragments.triangle_id, depth, clip_vertices, batch_mode=batch_mode,
                     batch_axes=batch_axes, cpu_mode="vmap")

@@ -30,6 +30,8 @@ centre at (x + 0.5, y + 0.5); front faces are counter-clockwise in NDC.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Literal, NamedTuple
 
 import jax
@@ -44,6 +46,11 @@ DEFAULT_CHUNK_FRAGMENTS = 1 << 17
 # On the CPU, the fewest fragments a chunk of a level enumerates (see `_visibility_one`).
 MIN_CHUNK_FRAGMENTS = 1 << 12
 BatchMode = Literal["auto", "map", "vmap"]
+# Choices that depend on the backend. "auto" takes the CPU form on the CPU backend and the
+# accelerator form elsewhere; naming a form runs it on any backend (tests compare the two on the CPU).
+BATCH_MODES = ("auto", "map", "vmap")
+CHUNK_SIZINGS = ("auto", "mesh", "fixed")     # CPU form: "mesh"; accelerator form: "fixed"
+MATERIALIZE_MODES = ("auto", "loop", "barrier")   # CPU form: "loop"; accelerator form: "barrier"
 # Pixel-centre slack when turning a float bounding box into candidate pixels (a candidate too many
 # is harmless: the edge test rejects it).
 _BBOX_EPS = 1e-3
@@ -66,6 +73,57 @@ class Fragments:
   def mask(self) -> jax.Array:
     """[B, H, W] bool coverage."""
     return self.triangle_id >= 0
+
+
+def on_cpu() -> bool:
+  """Whether "auto" choices take their CPU form (decided when a function is traced)."""
+  return jax.default_backend() == "cpu"
+
+
+def resolve_form(choice: str, allowed, cpu_form: str, accelerator_form: str) -> str:
+  """`choice` from `allowed`; "auto" -> `cpu_form` on the CPU backend, else `accelerator_form`."""
+  if choice not in allowed:
+    raise ValueError(f"unknown choice {choice!r} (known: {', '.join(allowed)})")
+  if choice != "auto":
+    return choice
+  return cpu_form if on_cpu() else accelerator_form
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderForms:
+  """How the renderer runs: the forms chosen per backend, all selectable (config.render).
+
+  batch_mode: "auto" | "map" | "vmap" (`over_batch`; the rasterizer's visibility pass loops on the
+    CPU, the per-pixel stages always vmap under "auto").
+  chunk_sizing: "auto" | "mesh" | "fixed": fragments per loop iteration of a rasterizer level,
+    about the triangle count (at least `min_chunk_fragments`, at most `chunk_fragments`) or always
+    `chunk_fragments` (see `_visibility_one`).
+  chunk_fragments: candidate pixels per chunk and image (memory bound of one iteration).
+  min_chunk_fragments: the fewest a chunk enumerates under "mesh" sizing (None: the module's
+    MIN_CHUNK_FRAGMENTS, read at trace time).
+  materialize: "auto" | "loop" | "barrier", how `materialize` stops fusion.
+  """
+  batch_mode: str = "auto"
+  chunk_sizing: str = "auto"
+  chunk_fragments: int = DEFAULT_CHUNK_FRAGMENTS
+  min_chunk_fragments: int | None = None
+  materialize: str = "auto"
+
+  def __post_init__(self):
+    for value, allowed in ((self.batch_mode, BATCH_MODES), (self.chunk_sizing, CHUNK_SIZINGS),
+                           (self.materialize, MATERIALIZE_MODES)):
+      if value not in allowed:
+        raise ValueError(f"RenderForms: unknown choice {value!r} (known: {', '.join(allowed)})")
+    if self.chunk_fragments < 1 or (self.min_chunk_fragments or 1) < 1:
+      raise ValueError(f"RenderForms: chunk sizes must be positive, got {self.chunk_fragments}, "
+                       f"{self.min_chunk_fragments}")
+
+  @classmethod
+  def from_config(cls, cfg) -> "RenderForms":
+    """From a `config.render` section (configs/render.py holds the defaults)."""
+    return cls(batch_mode=cfg.batch_mode, chunk_sizing=cfg.chunk_sizing,
+               chunk_fragments=int(cfg.chunk_fragments),
+               min_chunk_fragments=int(cfg.min_chunk_fragments), materialize=cfg.materialize)
 
 
 class _Setup(NamedTuple):
@@ -217,7 +275,16 @@ def _fragments(setup: _Setup, tri_idx: jax.Array, valid: jax.Array, k: int, imag
   return pix.reshape(-1), z.reshape(-1), tri.reshape(-1)
 
 
-def _visibility_one(clip, triangles, image_size, cull_backfaces, chunk_fragments):
+def _level_fragments(n_tri: int, chunk_sizing: str, chunk_fragments: int,
+                     min_chunk_fragments: int) -> int:
+  """Fragments one chunk of a level enumerates (per image), see `_visibility_one`."""
+  if resolve_form(chunk_sizing, CHUNK_SIZINGS, "mesh", "fixed") == "mesh":
+    return min(chunk_fragments, max(n_tri, min_chunk_fragments))
+  return chunk_fragments
+
+
+def _visibility_one(clip, triangles, image_size, cull_backfaces, chunk_fragments,
+                    chunk_sizing="auto", min_chunk_fragments=None):
   """[V, 4] clip -> [H·W] int32 nearest triangle id per pixel (-1 background), one image."""
   h, w = image_size
   n_tri = triangles.shape[0]
@@ -237,14 +304,16 @@ def _visibility_one(clip, triangles, image_size, cull_backfaces, chunk_fragments
       jnp.arange(n_tri, dtype=jnp.int32))
 
   # A chunk costs its padded size however few of its slots hold triangles, and most triangles of a
-  # face mesh are in the smallest levels. On the CPU a chunk of every level therefore enumerates
-  # about as many fragments as the mesh has triangles (at least MIN_CHUNK_FRAGMENTS, at most
-  # chunk_fragments), so a nearly empty level of large windows costs what the level of 1-pixel
-  # boxes does: the embedded face's visibility at 64², batch 16, 43 -> 23 ms (bench_render.py).
-  # Elsewhere every loop iteration launches kernels, so chunks stay at chunk_fragments.
-  level_fragments = chunk_fragments
-  if jax.default_backend() == "cpu":
-    level_fragments = min(chunk_fragments, max(n_tri, MIN_CHUNK_FRAGMENTS))
+  # face mesh are in the smallest levels. On the CPU ("mesh" sizing) a chunk of every level
+  # therefore enumerates about as many fragments as the mesh has triangles (at least
+  # min_chunk_fragments, at most chunk_fragments), so a nearly empty level of large windows costs
+  # what the level of 1-pixel boxes does: the embedded face's visibility at 64², batch 16,
+  # 43 -> 23 ms (bench_render.py). Elsewhere every loop iteration launches kernels, so chunks stay
+  # at chunk_fragments ("fixed"). Module-level MIN_CHUNK_FRAGMENTS is read here, not bound as a
+  # default, so bench_render.py --min-chunk-fragments can override it.
+  level_fragments = _level_fragments(
+      n_tri, chunk_sizing, chunk_fragments,
+      MIN_CHUNK_FRAGMENTS if min_chunk_fragments is None else min_chunk_fragments)
 
   def run_levels(init, reduce_fn):
     buf = init
@@ -273,17 +342,18 @@ def _visibility_one(clip, triangles, image_size, cull_backfaces, chunk_fragments
   return jnp.where(ids == _INT_MAX, BACKGROUND, ids)
 
 
-@jax.custom_jvp
-def materialize(tree):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def materialize(tree, mode: str = "auto"):
   """Identity that makes XLA compute `tree` into memory once instead of fusing it into consumers.
 
   XLA fuses cheap elementwise producers into every consumer and recomputes them per element read;
   a consumer that reads a value at several offsets and for several channels then recomputes a long
   chain many times. The CPU backend drops `lax.optimization_barrier` before fusion, so on the CPU
-  the value is passed through a while loop whose trip count (always 1) is known only at run time,
-  which no fusion crosses. Other backends get the barrier. Gradients pass through unchanged.
+  ("loop") the value is passed through a while loop whose trip count (always 1) is known only at
+  run time, which no fusion crosses. Other backends get the barrier ("barrier"). mode: "auto" |
+  "loop" | "barrier". Gradients pass through unchanged.
   """
-  if jax.default_backend() != "cpu":
+  if resolve_form(mode, MATERIALIZE_MODES, "loop", "barrier") == "barrier":
     return jax.lax.optimization_barrier(tree)
   first = jax.tree.leaves(tree)[0].ravel()[:1]
   trips = 1 + jnp.sum(jnp.isnan(first), dtype=jnp.int32)            # 1 (2 for a leading NaN)
@@ -293,8 +363,8 @@ def materialize(tree):
 
 
 @materialize.defjvp
-def _materialize_jvp(primals, tangents):
-  return materialize(primals[0]), tangents[0]
+def _materialize_jvp(mode, primals, tangents):
+  return materialize(primals[0], mode), tangents[0]
 
 
 def over_batch(fn, *args, batch_mode: BatchMode = "auto", batch_axes=None, cpu_mode="map"):
@@ -312,10 +382,9 @@ def over_batch(fn, *args, batch_mode: BatchMode = "auto", batch_axes=None, cpu_m
   mesh set with `jax.set_mesh`, as the train step does) or, with explicit sharding, from the type of
   the first argument (a jit with `NamedSharding(mesh, P("data"))` inputs).
   """
-  if batch_mode == "auto":
-    batch_mode = cpu_mode if jax.default_backend() == "cpu" else "vmap"
-  if batch_mode not in ("map", "vmap"):
+  if batch_mode not in BATCH_MODES:
     raise ValueError(f"batch_mode must be 'auto', 'map' or 'vmap', got {batch_mode!r}")
+  batch_mode = resolve_form(batch_mode, BATCH_MODES, cpu_mode, "vmap")
 
   def local(*a):
     if batch_mode == "vmap":
@@ -347,15 +416,17 @@ def over_batch(fn, *args, batch_mode: BatchMode = "auto", batch_axes=None, cpu_m
 
 def visibility(clip_vertices: jax.Array, triangles: jax.Array, image_size: tuple[int, int], *,
                cull_backfaces: bool = False, chunk_fragments: int = DEFAULT_CHUNK_FRAGMENTS,
-               batch_mode: BatchMode = "auto", batch_axes=None) -> jax.Array:
+               batch_mode: BatchMode = "auto", batch_axes=None, chunk_sizing: str = "auto",
+               min_chunk_fragments: int | None = None) -> jax.Array:
   """Nearest triangle per pixel centre, without gradients.
 
   clip_vertices [B, V, 4], triangles [F, 3] int -> triangle_id [B, H, W] int32 (-1 background).
+  chunk_sizing / min_chunk_fragments: see `RenderForms` (None: MIN_CHUNK_FRAGMENTS).
   """
   h, w = image_size
   clip = jax.lax.stop_gradient(clip_vertices).astype(jnp.float32)
   fn = lambda c: _visibility_one(c, triangles.astype(jnp.int32), (h, w), cull_backfaces,
-                                 chunk_fragments)
+                                 chunk_fragments, chunk_sizing, min_chunk_fragments)
   return over_batch(fn, clip, batch_mode=batch_mode, batch_axes=batch_axes).reshape(
       clip.shape[0], h, w)
 
@@ -416,7 +487,8 @@ def _barycentrics_one(clip_vertices, triangles, triangle_id, image_size):
 
 def rasterize(clip_vertices: jax.Array, triangles: jax.Array, image_size: tuple[int, int], *,
               cull_backfaces: bool = False, chunk_fragments: int = DEFAULT_CHUNK_FRAGMENTS,
-              batch_mode: BatchMode = "auto", batch_axes=None) -> Fragments:
+              batch_mode: BatchMode = "auto", batch_axes=None, chunk_sizing: str = "auto",
+              min_chunk_fragments: int | None = None) -> Fragments:
   """Rasterizes triangles given in clip space.
 
   clip_vertices: [B, V, 4] OpenGL clip coordinates (before the perspective divide).
@@ -426,6 +498,7 @@ def rasterize(clip_vertices: jax.Array, triangles: jax.Array, image_size: tuple[
   chunk_fragments: candidate pixels enumerated per loop iteration and image (memory bound).
   batch_mode: how images are batched ("auto": a loop on CPU, vmap on GPU/TPU; see `over_batch`).
   batch_axes: mesh axes the batch is sharded over (with `jax.set_mesh`), see `over_batch`.
+  chunk_sizing / min_chunk_fragments: how chunks are sized per level (`RenderForms`).
   Returns `Fragments`; gradients flow into `barycentric` and `depth` (not into visibility).
   """
   if clip_vertices.ndim != 3 or clip_vertices.shape[-1] != 4:
@@ -441,7 +514,8 @@ def rasterize(clip_vertices: jax.Array, triangles: jax.Array, image_size: tuple[
                      jnp.zeros((b, h, w, 3), clip_vertices.dtype),
                      jnp.ones((b, h, w), clip_vertices.dtype))
   ids = visibility(clip_vertices, triangles, (h, w), cull_backfaces=cull_backfaces,
-                   chunk_fragments=chunk_fragments, batch_mode=batch_mode, batch_axes=batch_axes)
+                   chunk_fragments=chunk_fragments, batch_mode=batch_mode, batch_axes=batch_axes,
+                   chunk_sizing=chunk_sizing, min_chunk_fragments=min_chunk_fragments)
   bary, depth = barycentrics(clip_vertices, triangles, ids, (h, w), batch_mode=batch_mode,
                              batch_axes=batch_axes)
   return Fragments(ids, bary, depth)

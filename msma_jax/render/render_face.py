@@ -15,7 +15,7 @@ from msma_jax.face_model import Coefficients, FaceModel
 from msma_jax.render.antialias import antialias as antialias_fn
 from msma_jax.render.antialias import triangle_neighbors
 from msma_jax.render.interpolate import interpolate
-from msma_jax.render.rasterize import BatchMode, Fragments, rasterize
+from msma_jax.render.rasterize import Fragments, RenderForms, rasterize
 
 
 @struct.dataclass
@@ -51,16 +51,17 @@ def _background(background, shape, dtype):
 def render_face(face_model: FaceModel, coeffs: Coefficients, camera: cam.Camera, *,
                 background=None, antialias: bool = True, cull_backfaces: bool = True,
                 with_depth: bool = False, with_normals: bool = False,
-                batch_mode: BatchMode = "auto", batch_axes=None) -> RenderOutput:
+                forms: RenderForms = RenderForms(), batch_axes=None) -> RenderOutput:
   """Renders a batch of faces.
 
   face_model: the morphable model; coeffs: `Coefficients` with batch shape [B];
   camera: `Camera` (its image_size (H, W) is the output size); background: None (black), an RGB
   colour [3] or images [B, H, W, 3] in [0, 1]. antialias: silhouette antialiasing (gives the mask
   and image gradients with respect to the silhouette); cull_backfaces: skip triangles facing away.
-  with_depth / with_normals: also return camera-depth and normal maps. batch_mode: how the
-  rasterizer batches images ("auto": loop on CPU, vmap on GPU/TPU; see `rasterize`); batch_axes:
-  mesh axes the batch is sharded over, inside a jit under `jax.set_mesh` (see `over_batch`).
+  with_depth / with_normals: also return camera-depth and normal maps. forms: how the renderer
+  batches images, sizes the rasterizer's chunks and stops fusion (`RenderForms`; "auto": the CPU
+  forms on the CPU, the accelerator forms on GPU/TPU; `config.render`); batch_axes: mesh axes the
+  batch is sharded over, inside a jit under `jax.set_mesh` (see `over_batch`).
   """
   if coeffs.id.ndim != 2:
     raise ValueError(f"render_face: coefficients must have one batch axis [B, n], got "
@@ -71,8 +72,11 @@ def render_face(face_model: FaceModel, coeffs: Coefficients, camera: cam.Camera,
   normals = lighting.vertex_normals(world, tris)
   colours = lighting.shade(albedo, normals, coeffs.gamma)
   clip = cam.to_clip(world, camera)
+  batch_mode = forms.batch_mode
   frags = rasterize(clip, tris, camera.image_size, cull_backfaces=cull_backfaces,
-                    batch_mode=batch_mode, batch_axes=batch_axes)
+                    batch_mode=batch_mode, batch_axes=batch_axes,
+                    chunk_fragments=forms.chunk_fragments, chunk_sizing=forms.chunk_sizing,
+                    min_chunk_fragments=forms.min_chunk_fragments)
   attrs = [colours]
   if with_depth:
     attrs.append(cam.depth(world, camera)[..., None])
@@ -89,7 +93,8 @@ def render_face(face_model: FaceModel, coeffs: Coefficients, camera: cam.Camera,
     if neighbors is None:
       neighbors = jnp.asarray(triangle_neighbors(tris))
     aa = antialias_fn(jnp.concatenate([image, mask], -1), frags, clip, tris, neighbors,
-                      batch_mode=batch_mode, batch_axes=batch_axes)
+                      batch_mode=batch_mode, batch_axes=batch_axes,
+                      materialize_mode=forms.materialize)
     image, mask = aa[..., :3], aa[..., 3:]
   extra, k = {}, 3
   if with_depth:

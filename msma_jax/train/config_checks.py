@@ -15,6 +15,7 @@ import jax
 
 from configs.errors import ConfigError
 from configs.loss import SHAPE_ALIGN, WEIGHTS as LOSS_WEIGHTS
+from msma_jax.render.rasterize import BATCH_MODES, CHUNK_SIZINGS, MATERIALIZE_MODES
 from data_pipelines.detector_framing import load_calibration
 from data_pipelines.synthetic import BACKGROUNDS, FRAMINGS, SyntheticOptions
 from msma_jax.face_model import available_face_models
@@ -70,6 +71,14 @@ def check_loss(loss) -> None:
   if not isinstance(loss.get("identity_network", "none"), str):
     raise ConfigError("config.loss.identity_network must be a string ('none', 'dlib', "
                       "'arcface_onnx:<path>')")
+
+
+def check_render(render) -> None:
+  _choice(render.batch_mode, "render.batch_mode", BATCH_MODES)
+  _choice(render.chunk_sizing, "render.chunk_sizing", CHUNK_SIZINGS)
+  _choice(render.materialize, "render.materialize", MATERIALIZE_MODES)
+  _number(render.chunk_fragments, "render.chunk_fragments", minimum=1, integer=True)
+  _number(render.min_chunk_fragments, "render.min_chunk_fragments", minimum=1, integer=True)
 
 
 def _check_dataset(section, key: str) -> None:
@@ -185,8 +194,9 @@ def check_config(config) -> None:
   if fm not in available_face_models() and not pathlib.Path(fm).expanduser().exists():
     raise ConfigError(f"config.face_model: {fm} does not exist ({', '.join(available_face_models())} "
                       "or a model file)")
-  for name, check in (("model", check_model), ("loss", check_loss), ("data", check_data),
-                      ("eval", check_eval), ("optim", check_optim), ("train", check_train),
+  for name, check in (("model", check_model), ("loss", check_loss), ("render", check_render),
+                      ("data", check_data), ("eval", check_eval), ("optim", check_optim),
+                      ("train", check_train),
                       ("mesh", check_mesh), ("checkpoint", check_checkpoint),
                       ("wandb", check_wandb), ("init", check_init)):
     if name in config:

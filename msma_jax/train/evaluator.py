@@ -17,7 +17,7 @@ from msma_jax.evaluation.metrics import landmark_nme, vertex_rmse
 from msma_jax.face_model import Coefficients, FaceModel
 from msma_jax.losses import compute_losses
 from msma_jax.train.mesh import DATA_AXES, batch_sharding, replicated
-from msma_jax.train.step import device_batch_keys, make_predict_fn
+from msma_jax.train.step import device_batch_keys, make_predict_fn, render_forms
 
 
 class Evaluator:
@@ -30,11 +30,12 @@ class Evaluator:
     self.predict = make_predict_fn(train_state, mesh)
     self.face_mask = np.asarray(face_model.face_mask)
     loss_config = config.loss
+    forms = render_forms(config)
 
     def terms_and_render(coeffs, batch):
       # Everything the host needs comes back replicated (global over all processes' shards).
       _, terms, out = compute_losses(face_model, coeffs, batch, camera, loss_config,
-                                     batch_axes=DATA_AXES)
+                                     forms=forms, batch_axes=DATA_AXES)
       gt_shape = (face_model.shape(Coefficients.from_flat(batch["coeffs"], face_model.sizes))
                   if "coeffs" in batch else None)
       return (terms, out.landmarks_2d, out.image, out.mask, face_model.shape(coeffs), gt_shape,

@@ -19,6 +19,7 @@ from jax.sharding import Mesh
 from msma_jax import camera as cam
 from msma_jax.face_model import FaceModel
 from msma_jax.losses import compute_losses
+from msma_jax.render import RenderForms
 from msma_jax.train.mesh import DATA_AXES, batch_sharding, replicated
 
 # What the step reads from a batch (the pipeline also carries bookkeeping such as record indices).
@@ -32,6 +33,11 @@ def device_batch_keys(batch: dict, with_coeffs: bool = False) -> dict:
   return {k: batch[k] for k in keys if k in batch}
 
 
+def render_forms(config) -> RenderForms:
+  """The renderer's forms of `config.render` (a run config saved before that section: "auto")."""
+  return RenderForms.from_config(config.render) if "render" in config else RenderForms()
+
+
 def _all_finite(tree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
             if jnp.issubdtype(x.dtype, jnp.inexact)]
@@ -42,6 +48,7 @@ def make_train_step(train_state, face_model: FaceModel, camera: cam.Camera, conf
                     identity_fn: Optional[Callable] = None):
   graphdef = train_state.graphdef_train
   loss_config = config.loss
+  forms = render_forms(config)
 
   def train_step(state, batch):
     # nnx.merge reuses the State's Variable objects and the optimizer updates them in place, so
@@ -53,7 +60,8 @@ def make_train_step(train_state, face_model: FaceModel, camera: cam.Camera, conf
       coeffs = model(batch["image"])
       batch_for_loss = {**batch, "landmarks_valid": batch.get("valid")}
       total, terms, _ = compute_losses(face_model, coeffs, batch_for_loss, camera, loss_config,
-                                       identity_fn=identity_fn, batch_axes=DATA_AXES)
+                                       identity_fn=identity_fn, forms=forms,
+                                       batch_axes=DATA_AXES)
       return total, terms
 
     (loss, terms), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
