@@ -152,7 +152,11 @@ def check_output_file(path: Optional[str], option: str, suffixes=IMAGE_OUTPUT_SU
   if p.suffix.lower() not in suffixes:
     raise UsageError(f"{option} {path}: unknown file type {p.suffix or '(none)'!r}; use "
                      f"{' or '.join(suffixes)}")
-  check_output_dir(str(p.parent), option=f"{option} {path}: folder")
+  for q in p.parents:        # the nearest existing folder above must be a folder
+    if q.exists():
+      if not q.is_dir():
+        raise UsageError(f"{option} {path}: lies under {q}, which is a file")
+      break
 
 
 def check_input_dir(path: Optional[str], what: str) -> None:
