@@ -67,30 +67,47 @@ def _cmd_demo(args) -> int:
 def _cmd_prepare_data(args) -> int:
   """Builds msma_face_images (from a photo folder / raw layout) or msma_synthetic_faces."""
   import pathlib
+  import shutil
 
   from data_pipelines import tfds_builders
   out = pathlib.Path(args.out)
-  if args.synthetic:
-    from data_pipelines.synthetic import SyntheticOptions
-    builder = tfds_builders.MsmaSyntheticFaces(
-        num_examples=args.synthetic, seed=args.seed, face_model=args.face_model,
-        options=SyntheticOptions(max_yaw_deg=args.max_yaw, max_pitch_deg=args.max_pitch,
-                                 max_roll_deg=args.max_roll),
-        image_format=args.image_format, jpeg_quality=args.jpeg_quality,
-        progress=not args.no_progress, data_dir=str(out))
-  else:   # SOURCE was checked by cli_checks (a folder; the sheet not inside it)
-    builder = tfds_builders.MsmaFaceImages(
+
+  def make_builder():
+    if args.synthetic:
+      from data_pipelines.synthetic import SyntheticOptions
+      return tfds_builders.MsmaSyntheticFaces(
+          num_examples=args.synthetic, seed=args.seed, face_model=args.face_model,
+          options=SyntheticOptions(max_yaw_deg=args.max_yaw, max_pitch_deg=args.max_pitch,
+                                   max_roll_deg=args.max_roll),
+          image_format=args.image_format, jpeg_quality=args.jpeg_quality,
+          progress=not args.no_progress, data_dir=str(out))
+    # SOURCE was checked by cli_checks (a folder; the sheet not inside it).
+    return tfds_builders.MsmaFaceImages(
         source_dir=args.source, layout=args.layout, detector=args.detector,
         max_faces=args.max_faces if args.max_faces > 0 else None, min_side=args.min_side,
         upsample=args.upsample, use_landmark_files=not args.ignore_landmark_files,
         image_format=args.image_format, jpeg_quality=args.jpeg_quality,
         num_workers=args.workers, progress=not args.no_progress, data_dir=str(out))
+
+  builder = make_builder()
+  previous = None
+  if args.overwrite and pathlib.Path(builder.data_dir).exists():
+    # Set aside, not deleted: a failed or interrupted rebuild puts it back (nothing lost). TFDS
+    # reads an existing dataset's info when a builder is made, so it is made again without it.
+    previous = pathlib.Path(f"{builder.data_dir}.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    pathlib.Path(builder.data_dir).rename(previous)
+    builder = make_builder()
   if not args.synthetic and not args.overwrite and pathlib.Path(builder.data_dir).exists():
     print(f"{builder.data_dir} already exists; reusing it (--overwrite rebuilds)")
   try:
     path = tfds_builders.build(builder, overwrite=args.overwrite)
-  except (KeyboardInterrupt, Interrupted):
-    _write_interrupted_summary(out, builder.summary)
+  except BaseException as e:
+    if previous is not None:
+      shutil.rmtree(builder.data_dir, ignore_errors=True)
+      previous.rename(builder.data_dir)
+    if isinstance(e, (KeyboardInterrupt, Interrupted)):
+      _write_interrupted_summary(out, builder.summary)
     raise
   finally:
     s = builder.summary
@@ -101,6 +118,8 @@ def _cmd_prepare_data(args) -> int:
       if len(s.messages) > args.show_skipped:
         print(f"  ... {len(s.messages) - args.show_skipped} more (all in "
               f"{tfds_builders.SUMMARY_FILE} beside the records)")
+  if previous is not None:
+    shutil.rmtree(previous, ignore_errors=True)
   source = tfds_builders.load_prepared(path)
   print(f"wrote {len(source)} records to {path}")
   if args.contact_sheet:
@@ -405,8 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
 # What an interrupted run leaves behind (one line; `{out}` is its --out).
 _KEPT_WHEN_INTERRUPTED = {
     "reconstruct": "the files of finished pictures are kept; {out}/summary.json says interrupted",
-    "prepare-data": "no dataset written (TFDS keeps only a complete one); "
-                    "{out}/prepare_summary.json has the counts so far, marked interrupted",
+    "prepare-data": "no dataset written (TFDS keeps only a complete one; an --overwrite keeps "
+                    "the previous one); {out}/prepare_summary.json has the counts so far, marked "
+                    "interrupted",
     "evaluate": "no report written",
 }
 
