@@ -31,10 +31,14 @@ def run_name_from_overrides(overrides: list[str]) -> str:
   return "".join(ch if ch.isalnum() or ch in "=,._-" else "_" for ch in name)
 
 
-def _train_flags() -> flags.FlagValues:
+def _train_flags(argv: list[str] | None = None) -> flags.FlagValues:
+  """The train flags; `argv` (the arguments after `train`) is where ml-collections looks for the
+  `--config.x.y` overrides (it reads sys.argv otherwise, which differs when main() is called with
+  its own argv)."""
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "training config file (configs/*.py[:arg])",
-                                  flag_values=fv, lock_config=True)
+                                  flag_values=fv, lock_config=True,
+                                  sys_argv=None if argv is None else ["msma-jax train", *argv])
   flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, images, wandb)",
                       flag_values=fv)
   flags.DEFINE_boolean("resume", None, "resume from the workdir's checkpoints (default: if any)",
@@ -53,7 +57,7 @@ def train_help() -> str:
 def parse_train_args(argv: list[str]):
   """The train flags; ConfigError / ValueError (one line naming the flag or file) on a bad one."""
   check_config_args(argv)   # the config file and override keys, before absl's lazy loading
-  fv = _train_flags()
+  fv = _train_flags(argv)
   try:
     fv(["msma-jax train", *argv])
   except flags.Error as e:
