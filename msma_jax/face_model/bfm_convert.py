@@ -139,13 +139,15 @@ def convert_bfm2009_arrays(bfm_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 def convert_bfm2009(bfm_dir: str | os.PathLike, out: str | os.PathLike) -> pathlib.Path:
   """Converts the raw BFM 2009 folder; writes `.mat` (Deep3DFaceRecon keys) or `.npz` (project)."""
   import scipy.io
-  arrays = convert_bfm2009_arrays(bfm_dir)
   out = pathlib.Path(out)
+  if out.suffix.lower() not in (".mat", ".npz"):
+    raise FaceModelError(f"{out}: output must end in .npz (project format) or .mat (Deep3DFaceRecon)")
+  arrays = convert_bfm2009_arrays(bfm_dir)
+  # Built (and so checked: triangles, landmarks, masks) before anything is written, either format.
+  model = bfm_front_arrays_to_model(arrays, source=bfm_dir, name="bfm09_front")
   out.parent.mkdir(parents=True, exist_ok=True)
   if out.suffix.lower() == ".mat":
     scipy.io.savemat(str(out), {k: np.asarray(v, np.float32) if v.dtype.kind == "f" else v
                                 for k, v in arrays.items()})
     return out
-  if out.suffix.lower() != ".npz":
-    raise FaceModelError(f"{out}: output must end in .npz (project format) or .mat (Deep3DFaceRecon)")
-  return save_npz(bfm_front_arrays_to_model(arrays, source=bfm_dir, name="bfm09_front"), out)
+  return save_npz(model, out)
