@@ -44,6 +44,10 @@ def test_evaluate_bad_inputs_are_one_line(tmp_path):
       (["aflw2000", tmp_path / "missing", *out], "missing: AFLW2000-3D folder not found"),
       (["aflw2000", aflw, "--predictor", "no_such_predictor", *out], "no_such_predictor"),
       (["kitti", *out], "argument PROTOCOL: invalid choice: 'kitti'"),
+      # Resolved before the set is rendered (minutes): answered at once.
+      (["synthetic", "--predictor", "no_pkg.mod:factory", *out], "cannot load no_pkg.mod:factory"),
+      (["synthetic", "--predictor", f"checkpoint:{tmp_path / 'norun'}", *out],
+       "norun: checkpoint not found"),
   ]
   nothing = [
       (["aflw2000", aflw, *out], "nothing to evaluate: no usable image", "2 missing or bad "

@@ -289,12 +289,13 @@ def run_synthetic(out_dir, *, predictor="mean", face_model: FaceModel | str = "e
   from msma_jax.evaluation.report import Report
   from msma_jax.face_model import load_face_model
   fm = load_face_model(face_model) if isinstance(face_model, str) else face_model
+  # The predictor first: a spec that does not resolve is answered before minutes of rendering.
+  predictors: list[Predictor] = [resolve_predictor(predictor, fm)]
   report = Report(out_dir, "Synthetic benchmark", protocol="synthetic", log=log, log_fn=log_fn)
   t0 = time.perf_counter()
   dataset = build_synthetic_set(fm, per_cell=per_cell, seed=seed, batch_size=batch_size,
                                 progress=progress)
   render_s = time.perf_counter() - t0
-  predictors: list[Predictor] = [resolve_predictor(predictor, fm)]
   if not isinstance(predictors[0], MeanFacePredictor):
     predictors.append(MeanFacePredictor(fm))
   if oracle:
