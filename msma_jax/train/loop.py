@@ -42,6 +42,7 @@ class RunResult:
   skipped_steps: list
   wall_seconds: float
   wandb_dir: Optional[str]
+  stop_signal: Optional[int] = None   # SIGINT / SIGTERM number when this process was signalled
 
 
 class _StopFlag:
@@ -49,6 +50,7 @@ class _StopFlag:
 
   def __init__(self):
     self.requested = False
+    self.signum: Optional[int] = None    # which signal asked (the exit status is 128 + it)
     self._previous = {}
 
   def __enter__(self):
@@ -62,6 +64,7 @@ class _StopFlag:
   def _handle(self, signum, frame):
     del frame
     self.requested = True
+    self.signum = signum
     log.warning("signal %d: saving a checkpoint and stopping", signum)
 
   def __exit__(self, *exc):
@@ -188,7 +191,7 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
   ckpt.close()
   wandb_dir = tracker.close()
   return RunResult(workdir, step, interrupted, eval_metrics, skipped, time.perf_counter() - t0,
-                   wandb_dir)
+                   wandb_dir, stop.signum if interrupted else None)
 
 
 def _identity_loss(config):

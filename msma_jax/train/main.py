@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 
 from absl import flags
@@ -110,5 +111,8 @@ def run_train(argv: list[str]) -> int:
        "wall_seconds": result.wall_seconds}, indent=1))
   if fv.report:
     print(format_report(result), file=sys.stderr)
-  # A run stopped by SIGINT/SIGTERM saved its checkpoint; the status says it did not finish.
-  return 130 if result.interrupted else 0
+  # A run stopped by SIGINT/SIGTERM saved its checkpoint; the status says it did not finish
+  # (128 + the signal: 130 Ctrl-C, 143 SIGTERM; 130 when another process was signalled).
+  if result.interrupted:
+    return 128 + (result.stop_signal or signal.SIGINT)
+  return 0
