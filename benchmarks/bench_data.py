@@ -72,12 +72,16 @@ def _cpu_seconds() -> float:
   return total
 
 
-def bench_pipeline(path, workers: int, batches: int, warmup: int = 8) -> tuple[float, float]:
-  """-> (images/s wall clock, CPU milliseconds per image over all processes)."""
+def bench_pipeline(path, workers: int, batches: int, warmup: int = 8, *, batch_size: int = 32,
+                   size: int = 224, augment: bool = True) -> tuple[float, float]:
+  """Times `batches` batches of `batch_size` crops of `size`² (the records' size) after `warmup`;
+  augment=False: decode and batch only (the augmentation's share is the difference).
+  -> (images/s wall clock, CPU milliseconds per image over all processes)."""
   from configs.data import get_data_config
   from data_pipelines.pipeline import make_pipeline
   cfg = get_data_config()
-  cfg.global_batch_size = 32
+  cfg.global_batch_size = batch_size
+  cfg.augment.enabled = augment
   it = iter(make_pipeline(path, cfg, worker_count=workers))
   try:
     for _ in range(warmup):
@@ -85,8 +89,8 @@ def bench_pipeline(path, workers: int, batches: int, warmup: int = 8) -> tuple[f
     t, c = time.perf_counter(), _cpu_seconds()
     for _ in range(batches):
       b = next(it)
-      assert b["image"].shape == (32, 224, 224, 3)
-    n = batches * 32
+      assert b["image"].shape == (batch_size, size, size, 3)
+    n = batches * batch_size
     return n / (time.perf_counter() - t), (_cpu_seconds() - c) / n * 1e3
   finally:
     if hasattr(it, "close"):

@@ -11,8 +11,8 @@ random photos, landmarks and skin masks (the step's cost does not depend on the 
   render         the same render, forward + backward of a plain sum of its image (no loss terms)
 
 The shares are each part's time over the full step's (they overlap with the optimizer's small cost
-and do not add up to exactly 100 %). Per device = on the JAX devices the mesh spans (1 CPU device here).
-Medians of `--repeats` calls after one compile call.
+and do not add up to exactly 100 %; benchmarks/step_parts.py builds the parts). Per device = on the
+JAX devices the mesh spans (1 CPU device here). Medians of `--repeats` calls after one compile call.
 """
 from __future__ import annotations
 
@@ -25,9 +25,6 @@ import sys
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
 from timing import time_calls  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -62,64 +59,15 @@ def main() -> None:
   if args.image_size < 0:
     ap.error(f"--image-size must be positive (or 0: the config's), got {args.image_size}")
 
-  from msma_jax import camera as cam
   from msma_jax.face_model import load_face_model
-  from msma_jax.losses import compute_losses
-  from msma_jax.render import render_face
-  from msma_jax.train.mesh import batch_sharding, make_mesh
-  from msma_jax.train.state import create_train_state, initial_model
-  from msma_jax.train.step import make_train_step
+  from step_parts import train_parts
 
   config = load_config(args.config, args.batch, args.image_size)
   size, b = int(config.image_size), args.batch
-  face_model = load_face_model(config.face_model)
-  camera = cam.Camera.for_face_model(face_model, size)
-  mesh = make_mesh(config.mesh)
-  ts = create_train_state(config, initial_model(config, face_model)[0], mesh, 1000, 100)
-  rng = np.random.default_rng(0)
-  batch = {"image": rng.uniform(size=(b, size, size, 3)).astype(np.float32),
-           "landmarks": rng.uniform(0.3 * size, 0.7 * size, size=(b, 68, 2)).astype(np.float32),
-           "skin_mask": np.ones((b, size, size), np.float32),
-           "valid": np.ones((b,), np.float32)}
-  batch = jax.device_put(batch, batch_sharding(mesh))
-  rows = []
-
+  mesh, parts = train_parts(config, load_face_model(config.face_model), b)
   with jax.set_mesh(mesh):
-    step = make_train_step(ts, face_model, camera, config, mesh)
-    holder = {"state": ts.state}
-
-    def full():
-      holder["state"], m = step(holder["state"], batch)
-      jax.block_until_ready(m)
-    rows.append(("full step", *median_seconds(full, args.repeats)))
-
-    graphdef = ts.graphdef_train
-    model, _ = nnx.merge(graphdef, holder["state"])
-    params = nnx.state(model)
-    model_def = nnx.graphdef(model)
-
-    @jax.jit
-    def encoder_vjp(params, images, cot):
-      def f(params):
-        m = nnx.merge(model_def, params)
-        return m(images)
-      out, vjp = jax.vjp(f, params)
-      return vjp(cot)
-    coeffs = nnx.merge(model_def, params)(batch["image"])
-    cot = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype), coeffs)
-    rows.append(("encoder", *median_seconds(
-        lambda: jax.block_until_ready(encoder_vjp(params, batch["image"], cot)), args.repeats)))
-
-    coeffs = jax.tree.map(lambda x: x + 0.05 * jnp.asarray(rng.normal(size=x.shape), x.dtype),
-                          coeffs)
-    render_losses = jax.jit(jax.grad(lambda c: compute_losses(
-        face_model, c, {**batch, "landmarks_valid": batch["valid"]}, camera, config.loss)[0]))
-    rows.append(("render+losses", *median_seconds(
-        lambda: jax.block_until_ready(render_losses(coeffs)), args.repeats)))
-    render_only = jax.jit(jax.grad(lambda c: jnp.sum(
-        render_face(face_model, c, camera).image * batch["image"])))
-    rows.append(("render", *median_seconds(
-        lambda: jax.block_until_ready(render_only(coeffs)), args.repeats)))
+    rows = [(name, *median_seconds(parts[name], args.repeats))
+            for name in ("full step", "encoder", "render+losses", "render")]
 
   devices = len(mesh.devices.flat)
   full_s = rows[0][2]
