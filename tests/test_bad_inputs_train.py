@@ -38,6 +38,9 @@ def _cases(tmp):
       (["--config", QUICK, *w, "--config.train.num_steps=abc"], "--config.train.num_steps=abc"),
       (["--config", QUICK, *w, "--bogus"], "Unknown command line flag 'bogus'"),
       (["--config", QUICK], "--workdir is required"),
+      (["--config", QUICK, "--workdir", f"{tmp}/afile"], f"--workdir {tmp}/afile: is a file"),
+      (["--config", QUICK, "--workdir", f"{tmp}/afile/run"], f"lies under {tmp}/afile, which is "
+       "a file"),
       (w, "--config is required"),
       (["--config", QUICK, *w, "--config.loss.landmark=nan"],
        "config.loss.landmark must be finite, got nan"),
@@ -49,6 +52,7 @@ def _cases(tmp):
 def test_config_errors_are_one_line_naming_the_file_or_key(tmp_path):
   for name, text in CONFIG_FILES.items():
     (tmp_path / name).write_text(text)
+  (tmp_path / "afile").write_text("x")
   cases = _cases(tmp_path)
   results = run_many([["train", *argv] for argv, _ in cases], tmp_path)
   for (argv, want), r in zip(cases, results):

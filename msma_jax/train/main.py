@@ -18,6 +18,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs.errors import ConfigError
+from msma_jax.cli_checks import check_output_dir
 from msma_jax.train.config_args import check_config_args
 
 
@@ -72,6 +73,7 @@ def parse_train_args(argv: list[str]):
   if "{run}" in fv.workdir:   # sweeps: one directory per combination of overrides
     overrides = [a for a in argv if a.startswith("--config.")]
     fv.workdir = fv.workdir.replace("{run}", run_name_from_overrides(overrides))
+  check_output_dir(fv.workdir, "--workdir")    # not a file, nor under one
   return fv
 
 
