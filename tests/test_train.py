@@ -38,6 +38,8 @@ TINY = [
     f"--config.loss.landmark={1.6e-3 * (224 / 128) ** 2}", "--config.loss.shape_3d=0.02",
     "--config.checkpoint.best_metric=", "--config.wandb.mode=disabled", "--noreport",
     "--config.data.data_shards=2",        # the same batches on 1 and 2 processes
+    # The datasets below are built once with their own settings, not the quickstart's.
+    "--config.data.synthetic_if_missing=False", "--config.eval.synthetic_if_missing=False",
 ]
 
 

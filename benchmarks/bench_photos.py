@@ -1,0 +1,108 @@
+"""Landmark error on real photos against dlib's 68 points: checkpoints (no fitting) and the default
+fitting-only `reconstruct`.
+
+    python benchmarks/bench_photos.py [--photos DIR ...] [--checkpoint RUN ...] [--no-fit]
+
+Photos: scikit-image's astronaut and matplotlib's Grace Hopper, plus every image in each `--photos`
+folder (e.g. the example photos of Deep3DFaceRecon_pytorch `datasets/examples/` and dlib's
+`examples/faces/`, fetched by hand; none are in this repository). Each photo's largest face dlib
+finds (HOG, as `reconstruct` runs it) is reconstructed; its 68 predicted landmarks are compared
+with dlib's own points (the only reference there is without hand annotations): NME = mean point
+distance / outer-ocular distance (points 36-45). Rows: each `--checkpoint` with no fitting
+(`msma-jax reconstruct --checkpoint RUN`), and `msma-jax reconstruct`'s default without a checkpoint
+(landmark warm-up + 100 fitting steps), unless `--no-fit`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import platform
+import sys
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from data_pipelines.images import ImageReadError, read_image  # noqa: E402
+from msma_jax import Reconstructor  # noqa: E402
+from msma_jax.inference.inputs import InputError  # noqa: E402
+
+SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def photos(folders: list[str]) -> list[tuple[str, np.ndarray]]:
+  """(name, uint8 RGB) of the two packaged photos and every readable image in `folders`."""
+  import matplotlib.cbook
+  from skimage import data
+  out = [("astronaut", data.astronaut())]
+  with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+    import cv2
+    out.append(("grace_hopper", cv2.imdecode(np.frombuffer(f.read(), np.uint8),
+                                             cv2.IMREAD_COLOR)[..., ::-1].copy()))
+  for folder in folders:
+    for p in sorted(pathlib.Path(folder).iterdir()):
+      if p.suffix.lower() in SUFFIXES and p.is_file():
+        try:
+          out.append((f"{pathlib.Path(folder).name}/{p.name}", read_image(p)))
+        except ImageReadError:
+          pass
+  return out
+
+
+def nme(result) -> float:
+  ref = np.asarray(result.input_landmarks, np.float64)
+  return float(np.linalg.norm(result.landmarks - ref, axis=1).mean()
+               / np.linalg.norm(ref[36] - ref[45]))
+
+
+def score(rec: Reconstructor, label: str, pictures) -> dict:
+  errs, missed = {}, 0
+  for name, image in tqdm(pictures, desc=label, unit="photo"):
+    try:
+      faces = rec.reconstruct(image, name=name)
+    except InputError:
+      missed += 1
+      continue
+    errs[name] = nme(faces[0])
+  return {"errors": errs, "missed": missed}
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--photos", action="append", default=[], help="a folder of photos (repeatable)")
+  ap.add_argument("--checkpoint", action="append", default=[], help="an msma-jax run (repeatable)")
+  ap.add_argument("--no-fit", action="store_true", help="skip the fitting-only row")
+  args = ap.parse_args(argv)
+  for f in args.photos:
+    if not pathlib.Path(f).is_dir():
+      ap.error(f"--photos {f}: not a folder")
+  pictures = photos(args.photos)
+  rows = []
+  for c in args.checkpoint:
+    rows.append((f"--checkpoint {c}", score(Reconstructor(c, keep_photo=False), pathlib.Path(c).name,
+                                            pictures)))
+  if not args.no_fit:
+    rows.append(("default (no checkpoint: fitting)", score(Reconstructor(keep_photo=False),
+                                                           "fitting", pictures)))
+  # score every row on the faces all rows found, so rows differ only by the method
+  common = set.intersection(*(set(r["errors"]) for _, r in rows)) if rows else set()
+  print(f"\n{len(pictures)} photos ({', '.join(['astronaut', 'grace_hopper'] + args.photos)}); "
+        f"{len(common)} faces found by every row; {platform.machine()} CPU")
+  print("| reconstruct | NME vs dlib (mean) | median | worst | photos without a face |")
+  print("| --- | ---: | ---: | ---: | ---: |")
+  for label, r in rows:
+    e = np.array([r["errors"][k] for k in sorted(common)])
+    print(f"| {label} | {e.mean():.4f} | {np.median(e):.4f} | {e.max():.4f} | {r['missed']} |")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
