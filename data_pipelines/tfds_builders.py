@@ -32,6 +32,7 @@ import concurrent.futures
 import json
 import os
 import pathlib
+import signal
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -145,10 +146,22 @@ class MsmaFaceImages(tfds.core.GeneratorBasedBuilder):
     reference = reference_five_points(None, self.crop_size)
     import multiprocessing
     ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(self.num_workers, mp_context=ctx,
-                                                initializer=_worker_init,
-                                                initargs=(opts, reference)) as pool:
-      yield from pool.map(_process_item, items, chunksize=4)
+    pool = concurrent.futures.ProcessPoolExecutor(self.num_workers, mp_context=ctx,
+                                                  initializer=_worker_init,
+                                                  initargs=(opts, reference))
+    # The workers start with SIGINT ignored (inherited while map() spawns them): Ctrl-C reaches
+    # the whole process group, and only this process should answer it, not every worker with a
+    # traceback of its own.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+      results = pool.map(_process_item, items, chunksize=4)
+    finally:
+      signal.signal(signal.SIGINT, previous)
+    try:
+      yield from results
+    finally:
+      # Interrupted or failed: the photos not started yet are dropped, not processed first.
+      pool.shutdown(wait=True, cancel_futures=True)
 
   def _generate_examples(self):
     items = list(open_source(self.source_dir, self.layout))

@@ -57,11 +57,12 @@ def run_cli(*argv, timeout: float = 180, **popen) -> subprocess.CompletedProcess
                         **popen)
 
 
-def start_cli(*argv) -> subprocess.Popen:
-  """Like run_cli, running in the background (for signal tests)."""
+def start_cli(*argv, **popen) -> subprocess.Popen:
+  """Like run_cli, running in the background (for signal tests; `start_new_session=True` gives it
+  a process group of its own, to signal as a terminal's Ctrl-C does)."""
   return subprocess.Popen([sys.executable, "-m", "msma_jax.cli", *map(str, argv)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                          env=_env())
+                          env=_env(), **popen)
 
 
 def run_many(cases: list[list], tmp_path: pathlib.Path, timeout: float = 300) -> list[dict]:
