@@ -103,7 +103,8 @@ def train_parts(config, face_model, batch: int, seed: int = 0) -> tuple[Any, dic
   with jax.set_mesh(mesh):
     step = make_train_step(ts, face_model, camera, config, mesh)
     model, _ = nnx.merge(ts.graphdef_train, ts.state)
-  params, model_def = nnx.state(model), nnx.graphdef(model)
+  # Copies: the full step donates the train state's buffers, which the other parts must outlive.
+  params, model_def = jax.tree.map(jnp.copy, nnx.state(model)), nnx.graphdef(model)
 
   def encode(params, images):
     return nnx.merge(model_def, params)(images)
