@@ -10,8 +10,6 @@ import signal
 import time
 
 import pytest
-
-import numpy as np
 from cli_corpus import (assert_one_line, bad_landmark_sets, face_photo, lines, make_fifo,
                         run_cli, run_many, start_cli)
 
