@@ -59,3 +59,15 @@ def test_config_errors_are_one_line_naming_the_file_or_key(tmp_path):
     line = assert_one_line(r["rc"], r["stderr"], 2, "msma-jax train: error: ", want)
     assert len(line) < 600, line
   assert not (tmp_path / "run").exists()       # nothing was started
+
+
+def test_sweep_definition_errors_are_one_line(tmp_path):
+  """`msma-jax sweep` (which runs train per grid point) answers a bad sweep file in one line."""
+  (tmp_path / "bad.yaml").write_text("parameters: [\n")
+  (tmp_path / "no_train.yaml").write_text("program: x\nparameters:\n  a:\n    values: [1]\n")
+  cases = [(["sweep", tmp_path / "nope.yaml", "--dry-run"], "nope.yaml: sweep file not found"),
+           (["sweep", tmp_path / "bad.yaml", "--dry-run"], "bad.yaml: not valid YAML"),
+           (["sweep", tmp_path / "no_train.yaml", "--dry-run"], "command must run `msma-jax train`"),
+           (["sweep", tmp_path, "--dry-run"], str(tmp_path))]
+  for (argv, want), r in zip(cases, run_many([c for c, _ in cases], tmp_path)):
+    assert_one_line(r["rc"], r["stderr"], 2, "msma-jax sweep: error: ", want)
