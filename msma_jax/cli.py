@@ -379,7 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
       description="Detects faces (dlib) and 68 landmarks (or reads .pts/.txt files beside the "
       "photos, or a 300W-LP / AFLW2000-3D annotation), aligns 224x224 crops, computes skin masks "
       "and writes the TFDS dataset msma_face_images as ArrayRecord under --out; or renders "
-      "--synthetic N faces (msma_synthetic_faces). Unusable photos are skipped and counted.")
+      "--synthetic N faces (msma_synthetic_faces). Unusable photos are skipped and counted. Exit "
+      "status: 0 done, 1 more photos skipped than --max-failures, 2 a bad argument or no usable "
+      "face, 130/143 interrupted (no dataset written; an --overwrite keeps the previous one).")
   p.add_argument("source", nargs="?", help="folder of photos (recursive: jpg, png, bmp, webp)")
   p.add_argument("--out", required=True, help="TFDS data dir; the dataset goes to OUT/<name>/<ver>")
   # Defaults: configs/data.py's `prepare` and `synthetic` sections (the one home of defaults).
