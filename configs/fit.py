@@ -13,6 +13,9 @@ from configs.loss import get_loss_config
 RECONSTRUCT_FIT_STEPS = 100
 RECONSTRUCT_LANDMARK_STEPS = 300
 RECONSTRUCT_LEARNING_RATE = 0.1
+# Jaw landmarks that follow the silhouette (msma_jax.contour) in reconstruct's fit: chosen by
+# benchmarks/bench_contour.py (docs/BENCHMARKS.md, "Contour landmarks (issue 18)").
+RECONSTRUCT_CONTOUR_LANDMARKS = True
 
 
 def get_fit_config() -> ml_collections.ConfigDict:
@@ -25,12 +28,17 @@ def get_fit_config() -> ml_collections.ConfigDict:
   # Landmark-only warm-up before `steps` (0 = none); it moves only `landmark_groups`.
   c.landmark_steps = 0
   c.landmark_groups = ("id", "exp", "angle", "trans")
+  # True: the jaw landmarks (iBUG 0-16) follow the silhouette of the posed face in both stages
+  # (msma_jax.contour; overrides loss.landmark_contour); False: fixed vertices.
+  c.contour_landmarks = False
   c.loss = get_loss_config()
   return c
 
 
 def get_reconstruct_fit_config() -> ml_collections.ConfigDict:
-  """`get_fit_config()` with reconstruct's learning rate (its step counts depend on the mode)."""
+  """`get_fit_config()` with reconstruct's learning rate and contour switch (its step counts
+  depend on the mode)."""
   c = get_fit_config()
   c.learning_rate = RECONSTRUCT_LEARNING_RATE
+  c.contour_landmarks = RECONSTRUCT_CONTOUR_LANDMARKS
   return c

@@ -7,6 +7,8 @@ import ml_collections
 
 # How the predicted shape is compared with the truth in the 3D term (see `msma_jax.losses.shape_loss`).
 SHAPE_ALIGN = ("none", "rigid")
+# Switches that are True or False.
+SWITCHES = ("landmark_contour",)
 # Positive weights (and the epsilon of the photometric square root); all must be finite and >= 0.
 WEIGHTS = ("photometric", "landmark", "coeff_reg", "id_reg", "exp_reg", "tex_reg", "gamma",
            "reflectance", "identity", "photometric_eps", "shape_3d")
@@ -33,6 +35,10 @@ def get_loss_config() -> ml_collections.ConfigDict:
   # onto the truth, as the vertex metric does: pose-like parts of the shape that the image cannot
   # tell from the head pose cost nothing).
   c.shape_3d_align = "none"
+  # True: the landmark term's jaw points (iBUG 0-16) follow the silhouette of the posed face
+  # (msma_jax.contour: dynamic contour correspondence) instead of fixed vertices. Off for training
+  # so that existing runs keep their loss; test-time fitting has its own switch (configs/fit.py).
+  c.landmark_contour = False
   return c
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from configs.loss import SHAPE_ALIGN
 from msma_jax import camera as cam
+from msma_jax import contour
 from msma_jax.face_model import Coefficients, FaceModel
 from msma_jax.render import RenderForms, RenderOutput, render_face
 
@@ -133,6 +134,7 @@ def compute_losses(face_model: FaceModel, coeffs: Coefficients, batch: dict,
   batch: `image` [B, H, W, 3] in [0, 1], `landmarks` [B, 68, 2] pixels, optional `skin_mask`
   [B, H, W] (default 1), optional `landmarks_valid` [B]. identity_fn(rendered, image, landmarks)
   -> scalar, used when given and config.identity > 0. forms / batch_axes: see `render_face`.
+  config.landmark_contour: the jaw landmarks follow the silhouette (`msma_jax.contour`).
   Returns (total, {term: unweighted value, ..., 'total': total}, render output).
   """
   image = batch["image"]
@@ -140,9 +142,13 @@ def compute_losses(face_model: FaceModel, coeffs: Coefficients, batch: dict,
   skin = batch.get("skin_mask")
   mask = out.mask if skin is None else out.mask * skin
   _, albedo = face_model.decode(coeffs)
+  landmarks_2d = out.landmarks_2d
+  if config.get("landmark_contour", False):   # jaw points on the silhouette (msma_jax.contour)
+    landmarks_2d = contour.with_contour(face_model, landmarks_2d, out.vertices, coeffs.angle,
+                                        camera)
   terms = {
       "photometric": photometric_loss(out.image, image, mask, config.photometric_eps),
-      "landmark": landmark_loss(out.landmarks_2d, batch["landmarks"],
+      "landmark": landmark_loss(landmarks_2d, batch["landmarks"],
                                 valid=batch.get("landmarks_valid")),
       "coeff_reg": coefficient_regularization(coeffs, config.id_reg, config.exp_reg,
                                               config.tex_reg),

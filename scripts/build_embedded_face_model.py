@@ -30,6 +30,8 @@ What it derives, and why (the same facts are in msma_jax/assets/LICENSE-SFM.md a
 * regions: smooth weights (Gaussian fall-off of the distance to landmark polylines) for lips, brows,
   eye region, cheeks and nose; `face_mask` = vertices within 95 mm of the nose tip (the MICC crop
   radius); `skin_mask` = face_mask weighted down on lips, brows and eyes.
+* contour candidates (`contour_candidates` [17, K]): per jaw landmark a band of vertices across the
+  cheek for the silhouette-following jaw points (`msma_jax.contour`, scripts/add_contour_candidates.py).
 * albedo (procedural; the SFM has no colour model): a mean skin tone with darker brows and redder
   lips, plus 8 basis vectors (brightness, warmth, olive, lips, brows, eye region, cheek/nose redness,
   vertical gradient) scaled so that coefficients ~ N(0, 1) give plausible skin. Linear RGB in [0, 1].
@@ -40,10 +42,14 @@ import argparse
 import json
 import pathlib
 import re
+import sys
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from add_contour_candidates import with_contour_candidates  # noqa: E402
 
 OUT = pathlib.Path(__file__).resolve().parents[1] / "msma_jax" / "assets" / "embedded_face_model.npz"
 
@@ -215,7 +221,7 @@ def main():
   parser.add_argument("--sfm-dir", type=pathlib.Path, default=pathlib.Path("../shared/assets/sfm"))
   parser.add_argument("--out", type=pathlib.Path, default=OUT)
   args = parser.parse_args()
-  arrays = build(args.sfm_dir)
+  arrays = with_contour_candidates(build(args.sfm_dir))
   args.out.parent.mkdir(parents=True, exist_ok=True)
   np.savez_compressed(args.out, **arrays)
   print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")

@@ -40,7 +40,8 @@ What it derives, and why (the same facts are in msma_jax/assets/LICENSE-ICT.md a
 * 68 landmarks (iBUG order, 0-based): `idx_to_landmark_verts` of `vertex_indices.json`, with the
   jaw points 1-8 and 10-17 replaced by ICT-FaceKit's alternative jawline, which lies on the visible
   face contour like a 2D detector's jaw points rather than under the jaw. ICT's own list is kept as
-  `landmark_indices_ict`.
+  `landmark_indices_ict`. `contour_candidates` [17, K]: per jaw landmark a band of vertices across
+  the cheek for the silhouette-following jaw points (`msma_jax.contour`).
 * symmetry: nearest vertex of the mirrored neutral (x -> -x); the ICT topology is exactly symmetric,
   so the build asserts an involution with mirror error below 0.1 mm.
 * regions, masks and procedural albedo as in scripts/build_embedded_face_model.py (Gaussian
@@ -67,6 +68,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from add_contour_candidates import with_contour_candidates  # noqa: E402
 from build_embedded_face_model import gaussian_weight, polyline_distance  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -389,7 +391,7 @@ def main():
   parser.add_argument("--out", type=pathlib.Path, default=OUT)
   args = parser.parse_args()
   try:
-    arrays = build(args.ict_dir)
+    arrays = with_contour_candidates(build(args.ict_dir))
   except SourceError as e:
     print(f"build_ict_face_model: {e}", file=sys.stderr)
     sys.exit(2)

@@ -75,8 +75,9 @@ def test_fitting_only_recovers_a_synthetic_face(fitting, embedded, tmp_path):
   image, mask, _ = fitting.views.render_crop(truth, 224)     # the program overlays use, too
   image = image * mask[..., None] + 0.5 * (1 - mask[..., None])
   camera = cam.Camera.for_face_model(embedded, 224)
+  # the jaw points where an annotator puts them: on the silhouette (reconstruct fits them there)
   landmarks = np.asarray(projected_landmarks(embedded, jax.tree.map(lambda a: a[None], truth),
-                                             camera))[0]
+                                             camera, contour=True))[0]
   path = write_png(tmp_path / "synthetic.png", np.round(image * 255).astype(np.uint8))
   np.savetxt(path.with_suffix(".txt"), landmarks - 0.5)         # 0-based pixel indices
   (face,) = fitting.reconstruct(path)

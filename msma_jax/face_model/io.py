@@ -29,7 +29,7 @@ EMBEDDED_CAMERA = CameraDefaults(focal=1015.0, principal=112.0, distance=1000.0,
                                  far=1500.0)
 _NPZ_ARRAYS = ("mean_shape", "id_basis", "exp_basis", "mean_albedo", "tex_basis", "triangles",
                "landmark_indices", "skin_mask", "face_mask")
-_NPZ_OPTIONAL = ("uv", "symmetry")
+_NPZ_OPTIONAL = ("uv", "symmetry", "contour_candidates")   # candidates: msma_jax.contour
 # Bases may be stored in fixed point to keep an asset small: `<basis>_q` int16 [K, V, 3] with a
 # scalar `<basis>_step` (model units per count), i.e. basis = moveaxis(q, 0, -1) * step.
 _NPZ_FIXED_POINT = ("id_basis", "exp_basis")
@@ -168,6 +168,12 @@ def _make(arrays: dict[str, np.ndarray], *, source, **meta) -> FaceModel:
     out["uv"] = jnp.asarray(arrays["uv"], jnp.float32)
   if arrays.get("symmetry") is not None:
     out["symmetry"] = jnp.asarray(arrays["symmetry"], jnp.int32)
+  cc = arrays.get("contour_candidates")
+  if cc is not None:
+    if cc.ndim != 2 or cc.shape[0] != 17 or cc.dtype.kind not in "iu" or cc.min() < 0 or cc.max() >= v:
+      raise FaceModelError(f"{source}: 'contour_candidates' must be [17, K] vertex indices in "
+                           f"[0, {v}), got {cc.dtype} {cc.shape}")
+    out["contour_candidates"] = jnp.asarray(cc, jnp.int32)
   return FaceModel(**out, **meta)
 
 

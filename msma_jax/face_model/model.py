@@ -47,6 +47,8 @@ class FaceModel:
     symmetry         [V] int32 or None  mirror vertex (an involution)
     triangle_neighbors [F, 3] int32 or None  triangle across the edge opposite each vertex (-1 at
                      a boundary); derived at load time, used by antialiasing
+    contour_candidates [17, K] int32 or None  per jaw landmark (iBUG 0-16) a band of vertices across
+                     the cheek, padded by repeating (`msma_jax.contour`); None: fixed jaw vertices
   """
   mean_shape: jax.Array
   id_basis: jax.Array
@@ -60,6 +62,7 @@ class FaceModel:
   uv: Optional[jax.Array] = None
   symmetry: Optional[jax.Array] = None
   triangle_neighbors: Optional[jax.Array] = None
+  contour_candidates: Optional[jax.Array] = None
   name: str = struct.field(pytree_node=False, default="face_model")
   unit: str = struct.field(pytree_node=False, default="mm")
   unit_in_mm: float = struct.field(pytree_node=False, default=1.0)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from configs.fit import get_fit_config
 from msma_jax import camera as cam
+from msma_jax import contour as contour_lib
 from msma_jax.face_model import FIELDS, Coefficients, FaceModel
 from msma_jax.losses import coefficient_regularization, compute_losses, landmark_loss
 
@@ -45,20 +46,42 @@ def _check_groups(groups) -> tuple[str, ...]:
 
 
 def projected_landmarks(face_model: FaceModel, coeffs: Coefficients,
-                        camera: cam.Camera) -> jax.Array:
-  """[B, 68, 2] pixels of the posed landmark vertices, decoding only those 68 vertices."""
+                        camera: cam.Camera, *, contour: bool = False) -> jax.Array:
+  """[B, 68, 2] pixels of the posed landmark vertices, decoding only those 68 vertices.
+
+  contour: the jaw points (iBUG 0-16) follow the silhouette (`msma_jax.contour`; decodes the
+  candidate vertices too); a model without `contour_candidates` keeps its fixed vertices.
+  """
   idx = face_model.landmark_indices
+  cand = face_model.contour_candidates if contour else None
+  if cand is not None:
+    idx = jnp.concatenate([idx, cand.reshape(-1)])
   shape = (face_model.mean_shape[idx]
            + jnp.einsum("...k,vck->...vc", coeffs.id, face_model.id_basis[idx])
            + jnp.einsum("...k,vck->...vc", coeffs.exp, face_model.exp_basis[idx]))
-  return cam.project(cam.rigid_transform(shape, coeffs.angle, coeffs.trans), camera)
+  world = cam.rigid_transform(shape, coeffs.angle, coeffs.trans)
+  n = face_model.landmark_indices.shape[0]
+  landmarks = cam.project(world[..., :n, :], camera)
+  if cand is None:
+    return landmarks
+  cand_world = world[..., n:, :].reshape(*world.shape[:-2], *cand.shape, 3)
+  return landmarks.at[..., :contour_lib.N_JAW, :].set(
+      contour_lib.jaw_contour_2d(face_model, cand_world, coeffs.angle, camera))
+
+
+def _check_contour(config) -> bool:
+  value = config.get("contour_landmarks", False)
+  if not isinstance(value, bool):
+    raise ValueError(f"fit: config.contour_landmarks must be True or False, got {value!r}")
+  return value
 
 
 class CoefficientFitter:
   """Fits batches of coefficients for one face model, camera and fit config.
 
   `fit(init, batch)` runs the two stages of the module docstring; the jitted functions are built
-  once here, so a fitter reused across batches of one size compiles once.
+  once here, so a fitter reused across batches of one size compiles once. config.contour_landmarks
+  (default False) makes the jaw landmarks follow the silhouette in both stages (`msma_jax.contour`).
   """
 
   def __init__(self, face_model: FaceModel, camera: cam.Camera,
@@ -70,7 +93,10 @@ class CoefficientFitter:
                                                                         "trans")))
     self.scales = _scales(face_model)
     self.tx = optax.adam(config.learning_rate)
-    loss_config = config.loss
+    # config.contour_landmarks decides both stages (it overrides config.loss.landmark_contour)
+    self.contour = contour = _check_contour(config)
+    loss_config = ml_collections.ConfigDict(config.loss.to_dict())
+    loss_config.landmark_contour = contour
 
     def split(coeffs, groups):
       params = {f: getattr(coeffs, f) / self.scales[f] for f in groups}
@@ -98,7 +124,8 @@ class CoefficientFitter:
 
     def landmark_terms(params, fixed, fm, batch):
       coeffs = join(params, fixed)
-      lm = landmark_loss(projected_landmarks(fm, coeffs, camera), batch["landmarks"],
+      lm = landmark_loss(projected_landmarks(fm, coeffs, camera, contour=contour),
+                         batch["landmarks"],
                          valid=batch.get("landmarks_valid"))
       reg = coefficient_regularization(coeffs, loss_config.id_reg, loss_config.exp_reg,
                                        loss_config.tex_reg)

@@ -154,9 +154,12 @@ class Reconstructor:
         use_landmark_files=use_landmark_files, face_model=self.face_model,
         upsample=0 if upsample == "auto" else int(upsample), min_score=min_score)
 
+    contour = self.fitter.contour      # the landmarks reported are the ones the fit matched
+
     def describe(fm, coeffs, camera):
       vertices, _ = fm.decode(coeffs)
-      return projected_landmarks(fm, coeffs, camera), vertices, vertex_colours(fm, coeffs)
+      return (projected_landmarks(fm, coeffs, camera, contour=contour), vertices,
+              vertex_colours(fm, coeffs))
 
     self._describe = jax.jit(describe, static_argnums=2)
 

@@ -14,7 +14,7 @@ import pathlib
 import jax
 
 from configs.errors import ConfigError
-from configs.loss import SHAPE_ALIGN, WEIGHTS as LOSS_WEIGHTS
+from configs.loss import SHAPE_ALIGN, SWITCHES as LOSS_SWITCHES, WEIGHTS as LOSS_WEIGHTS
 from msma_jax.render.rasterize import BATCH_MODES, CHUNK_SIZINGS, MATERIALIZE_MODES
 from data_pipelines.detector_framing import load_calibration
 from data_pipelines.synthetic import BACKGROUNDS, FRAMINGS, SyntheticOptions
@@ -44,6 +44,13 @@ def _number(value, key: str, *, minimum: float | None = None, maximum: float | N
   return value
 
 
+def _switch(value, key: str) -> bool:
+  """`value` if it is True or False; else ConfigError naming `config.<key>`."""
+  if isinstance(value, bool):
+    return value
+  raise ConfigError(f"config.{key} must be True or False, got {type(value).__name__} {value!r}")
+
+
 def _choice(value, key: str, allowed, what: str | None = None) -> str:
   """`value` if in `allowed`; else ConfigError ("unknown <what> ..." when `what` is given)."""
   if value in allowed:
@@ -68,9 +75,22 @@ def check_loss(loss) -> None:
     if k in loss:
       _number(loss[k], f"loss.{k}", minimum=0.0)
   _choice(loss.get("shape_3d_align", "none"), "loss.shape_3d_align", SHAPE_ALIGN)
+  for k in LOSS_SWITCHES:
+    if k in loss:
+      _switch(loss[k], f"loss.{k}")
   if not isinstance(loss.get("identity_network", "none"), str):
     raise ConfigError("config.loss.identity_network must be a string ('none', 'dlib', "
                       "'arcface_onnx:<path>')")
+
+
+def check_fit(fit) -> None:
+  """The test-time fitting section (`configs/fit.py`), where a config carries one."""
+  _number(fit.get("steps", 0), "fit.steps", minimum=0, integer=True)
+  _number(fit.get("landmark_steps", 0), "fit.landmark_steps", minimum=0, integer=True)
+  _number(fit.get("learning_rate", 0.05), "fit.learning_rate", minimum=0.0)
+  _switch(fit.get("contour_landmarks", False), "fit.contour_landmarks")
+  if "loss" in fit:
+    check_loss(fit.loss)
 
 
 def check_render(render) -> None:
@@ -194,7 +214,8 @@ def check_config(config) -> None:
   if fm not in available_face_models() and not pathlib.Path(fm).expanduser().exists():
     raise ConfigError(f"config.face_model: {fm} does not exist ({', '.join(available_face_models())} "
                       "or a model file)")
-  for name, check in (("model", check_model), ("loss", check_loss), ("render", check_render),
+  for name, check in (("model", check_model), ("loss", check_loss), ("fit", check_fit),
+                      ("render", check_render),
                       ("data", check_data), ("eval", check_eval), ("optim", check_optim),
                       ("train", check_train),
                       ("mesh", check_mesh), ("checkpoint", check_checkpoint),
