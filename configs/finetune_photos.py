@@ -23,8 +23,11 @@ def get_config(variant: str = "msma_r18"):
   c.init.which = "best"
   c.data.path = "data/photos"             # a `prepare-data` output folder
   c.data.synthetic_if_missing = False
+  c.data.augment.enabled = True           # photos come framed by a detector: train for its noise
   c.data.augment.flip_prob = 0.5          # no 3D term, so mirrored crops are fine
   c.loss.shape_3d = 0.0                   # the paper's setting: photos have no 3D ground truth
+  # dlib's jaw points follow the silhouette; so do reconstruct's (issue 18's contour correspondence)
+  c.loss.landmark_contour = True
   # A gentle rate: the network is trained already, photos are few and only weakly labelled.
   c.optim.learning_rate = 3e-4
   c.optim.schedule = "cosine"
