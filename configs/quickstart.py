@@ -30,7 +30,8 @@ def get_config(variant: str = "msma_r18"):
   # Plain faces, framed by their own landmarks, no augmentation: on this budget that is also what
   # holds best on real photos. Detector-like framing, photo-like appearance and Deep3D's augmentation
   # (config.data.synthetic / config.data.augment) each cost synthetic accuracy and real-photo NME at
-  # 2,000 steps (BENCHMARKS.md#real-photos: 0.084 vs dlib's points, 0.098-0.107 with them).
+  # 2,000 steps (BENCHMARKS.md#framing-and-real-photos-issue-23: 0.084 vs dlib's points with fixed
+  # jaw vertices, 0.098-0.107 with them).
   c.data.global_batch_size = 16
   c.data.worker_count = 0
   c.data.augment.enabled = False          # see above; keeps the CPU for the model

@@ -45,17 +45,6 @@ REACH = 0.5                # a band ends within 0.5 jaw widths (iBUG 0 to 16) of
 
 # ---- build time (numpy) -------------------------------------------------------------------------
 
-def vertex_normals_np(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-  """[V, 3] area-weighted unit vertex normals (outward for CCW triangles)."""
-  v = np.asarray(vertices, np.float64)
-  t = np.asarray(triangles)
-  fn = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
-  n = np.zeros_like(v)
-  for i in range(3):
-    np.add.at(n, t[:, i], fn)
-  return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-
-
 def jaw_outward_directions(jaw: np.ndarray) -> np.ndarray:
   """[17, 3] unit outward directions in the (x, y) plane of the frontal jaw polyline [17, 3]."""
   xy = np.asarray(jaw, np.float64)[:, :2]
@@ -83,7 +72,7 @@ def contour_candidates(mean_shape: np.ndarray, landmark_indices: np.ndarray,
   v = np.asarray(mean_shape, np.float64)
   tri = np.asarray(triangles, np.int64)
   lm = np.asarray(landmark_indices, np.int64)
-  normals = vertex_normals_np(v, tri)
+  normals = np.asarray(lighting.vertex_normals(jnp.asarray(v), jnp.asarray(tri)), np.float64)
   tri_edges = np.stack([tri[:, [1, 2]], tri[:, [2, 0]], tri[:, [0, 1]]], 1)       # [F, 3, 2]
   edges, tri_edge_id = np.unique(np.sort(tri_edges.reshape(-1, 2), axis=1), axis=0,
                                  return_inverse=True)
@@ -127,8 +116,7 @@ def contour_candidates(mean_shape: np.ndarray, landmark_indices: np.ndarray,
           continue
         lo[e] = min(lo[p], float(alpha[e]))
         stack.append(int(e))
-    seen = lo
-    hit = np.array(sorted(seen), np.int64)
+    hit = np.array(sorted(lo), np.int64)
     ids = np.where(np.abs(s[a[hit]]) <= np.abs(s[b[hit]]), a[hit], b[hit]) if hit.size else hit
     ids = np.union1d(ids[(v[ids] - v[fixed]) @ u <= 0.0], [fixed])
     ids = ids[np.argsort((v[ids] - v[fixed]) @ u, kind="stable")]             # inward -> outward
