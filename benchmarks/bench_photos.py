@@ -35,6 +35,7 @@ from tqdm import tqdm  # noqa: E402
 
 from data_pipelines.images import ImageReadError, read_image  # noqa: E402
 from msma_jax import Reconstructor  # noqa: E402
+from msma_jax.face_model import available_face_models  # noqa: E402
 from msma_jax.inference.inputs import InputError  # noqa: E402
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -92,6 +93,9 @@ def main(argv=None) -> int:
   for f in args.photos:
     if not pathlib.Path(f).is_dir():
       ap.error(f"--photos {f}: not a folder")
+  for fm in args.face_model:
+    if fm not in available_face_models() and not pathlib.Path(fm).is_file():
+      ap.error(f"--face-model {fm}: neither {' nor '.join(available_face_models())} nor a file")
   pictures = photos(args.photos)
   rows = []
   for c in args.checkpoint:
