@@ -11,7 +11,7 @@ from configs.render import get_render_config
 
 def base_config(model_variant: str = "msma_r50") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.seed = 0
+  c.seed = 0                     # the run's seed: weight init, and added to data.seed (order, augment)
   c.face_model = "embedded"      # or a BFM_model_front.mat / converted .npz
   c.image_size = 224
   c.model = get_model_config(model_variant)

@@ -154,7 +154,9 @@ def _cmd_train(args) -> int:
 
 def _cmd_sweep(args) -> int:
   from msma_jax.train.sweep import run_sweep
-  return run_sweep(args.sweep, dry_run=args.dry_run, extra=args.overrides)
+  return run_sweep(args.sweep, dry_run=args.dry_run, extra=args.overrides, seeds=args.seeds,
+                   reference=args.reference, equal_time=args.equal_time,
+                   summarise_only=args.summarise)
 def _cmd_reconstruct(args) -> int:
   """Pictures / folders / globs / videos -> per-face meshes, coefficients, landmarks, pose, overlays."""
   from msma_jax.inference.batch import run_reconstruct
@@ -359,9 +361,23 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser(
       "sweep", help="run a W&B grid-sweep definition locally (configs/sweeps/*.yaml)",
       description="Runs every grid point of a `wandb sweep` YAML with msma-jax train, one after "
-      "another; finished points are skipped; writes sweep_summary.md/.csv. Train flags for every "
-      "run may follow `--` (msma-jax sweep S.yaml -- --config.train.num_steps=100).")
+      "another, in one W&B group; finished points are skipped; a failed point is reported and the "
+      "rest still run. Writes sweep_summary.md/.csv/.png (mean ± sd over seeds, the difference to "
+      "--reference with a 95 %% interval, steps/s, wall time) and sweep_runs.csv next to the runs. "
+      "Train flags for every run may follow `--` "
+      "(msma-jax sweep S.yaml --seeds 3 -- --config.train.num_steps=100).")
   p.add_argument("sweep", help="sweep YAML (configs/sweeps/ablations.yaml)")
+  p.add_argument("--seeds", type=int, default=None, metavar="N",
+                 help="run every point with config.seed = 0..N-1 (replaces config.seed values)")
+  p.add_argument("--reference", default=None, metavar="PARAM=VALUE,...",
+                 help="the point the others are compared with, e.g. "
+                 "model.fusion.enabled=true,model.attention.kind=mlka (other swept params: "
+                 "compared within the same value)")
+  p.add_argument("--equal-time", action="store_true",
+                 help="also run every non-reference point for the reference's wall time (its "
+                 "steps scaled by the measured steps/s); needs --reference")
+  p.add_argument("--summarise", action="store_true",
+                 help="train nothing: summarise the finished points (the others are listed)")
   p.add_argument("--dry-run", action="store_true", help="print the runs without starting them")
   p.set_defaults(overrides=[])
   p.set_defaults(func=_cmd_sweep)

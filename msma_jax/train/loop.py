@@ -43,6 +43,9 @@ class RunResult:
   wall_seconds: float
   wandb_dir: Optional[str]
   stop_signal: Optional[int] = None   # SIGINT / SIGTERM number when this process was signalled
+  # Steady-state training speed: steps after the first (which compiles) over the time they took,
+  # eval and checkpoint saves left out. None when fewer than two steps ran in this process.
+  steps_per_s: Optional[float] = None
 
 
 class _StopFlag:
@@ -108,7 +111,11 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
   steps_per_epoch = max(1, len(source) // int(config.data.global_batch_size))
   total_steps = int(config.train.num_steps)
   ts = create_train_state(config, model, mesh, total_steps, steps_per_epoch)
-  iterator = iter(make_pipeline(source, config.data, image_size=int(config.image_size)))
+  # config.seed moves the data order and augmentation too, so a seed sweep varies both sources
+  # of run-to-run spread (the default, seed 0, keeps data.seed's order).
+  data_seed = int(config.data.get("seed", 0)) + int(config.seed)
+  iterator = iter(make_pipeline(source, config.data, seed=data_seed,
+                                image_size=int(config.image_size)))
   start = 0
   if have:
     ts.state, meta = ckpt.restore(ts.state, ts.shardings, iterator)
@@ -128,17 +135,22 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
   sharding = batch_sharding(mesh)
   with_coeffs = float(config.loss.get("shape_3d", 0.0)) > 0
   t = config.train
-  eval_metrics, skipped, interrupted, step = {}, [], False, start
+  eval_metrics, skipped, interrupted, step, steps_per_s = {}, [], False, start, None
 
   last_eval = None
+  # Seconds spent outside the steady-state steps (first step, evals, checkpoint saves): the
+  # sweep's equal-wall-time budget scales steps by the speed of the steps alone.
+  timing = {"aside": 0.0, "loop_start": None}
 
   def run_eval(step):
     nonlocal eval_metrics, last_eval
     last_eval = step
+    t_eval = time.perf_counter()
     eval_metrics, panel = evaluator(ts.state)
     tracker.log(step, eval_metrics)
     tracker.log_images(step, image_panel(*panel), "eval/panel")
     ckpt.save_best(step, ts.state, iterator, meta, eval_metrics)
+    timing["aside"] += time.perf_counter() - t_eval
 
   # The NaN guard's flag of a step is read after the next step has been dispatched: reading it at
   # once would make the host wait for every step before it fetches the next batch.
@@ -161,6 +173,9 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
                           "coefficients (only synthetic datasets do); set loss.shape_3d=0")
       device_batch = to_device(device_batch_keys(batch, with_coeffs), sharding)
       ts.state, metrics = train_step(ts.state, device_batch)
+      if step == start + 1:                              # compiled and dispatched: clock starts
+        jax.block_until_ready(metrics)
+        timing["loop_start"] = time.perf_counter()
       report_skipped()                                   # the previous step's
       pending.append((step, batch.get("index", []), metrics["train/skipped"]))
       if step == total_steps or (t.eval_every and step % t.eval_every == 0) or (
@@ -173,15 +188,19 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
       if evaluator is not None and t.eval_every and step % t.eval_every == 0:
         run_eval(step)
       if t.checkpoint_every and step % t.checkpoint_every == 0:
+        t_save = time.perf_counter()
         ckpt.save(step, ts.state, iterator, meta)
+        timing["aside"] += time.perf_counter() - t_save
       tracker.advance(step)
       if stop.all_processes():
         report_skipped()
         ckpt.save(step, ts.state, iterator, meta, force=True)
         interrupted = True
         tracker.message(f"stopped at step {step}: checkpoint saved in {ckpt.directory}")
+        steps_per_s = _steady_speed(timing, step - start - 1)
         break
     else:
+      steps_per_s = _steady_speed(timing, step - start - 1)
       # Also when a finished run is started again: its report needs the final numbers.
       if evaluator is not None and last_eval != total_steps:
         run_eval(total_steps)
@@ -191,7 +210,15 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
   ckpt.close()
   wandb_dir = tracker.close()
   return RunResult(workdir, step, interrupted, eval_metrics, skipped, time.perf_counter() - t0,
-                   wandb_dir, stop.signum if interrupted else None)
+                   wandb_dir, stop.signum if interrupted else None, steps_per_s)
+
+
+def _steady_speed(timing: dict, steps: int) -> Optional[float]:
+  """Steps per second of `steps` steps after the first, from `timing` (see train())."""
+  if steps < 1 or timing["loop_start"] is None:
+    return None
+  seconds = time.perf_counter() - timing["loop_start"] - timing["aside"]
+  return steps / seconds if seconds > 0 else None
 
 
 def _identity_loss(config):

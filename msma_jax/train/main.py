@@ -110,7 +110,7 @@ def run_train(argv: list[str]) -> int:
   (result.workdir / "report.json").write_text(json.dumps(
       {"final_step": result.final_step, "interrupted": result.interrupted,
        "eval": result.eval_metrics, "skipped_steps": result.skipped_steps,
-       "wall_seconds": result.wall_seconds}, indent=1))
+       "wall_seconds": result.wall_seconds, "steps_per_s": result.steps_per_s}, indent=1))
   if fv.report:
     print(format_report(result), file=sys.stderr)
   # A run stopped by SIGINT/SIGTERM saved its checkpoint; the status says it did not finish
