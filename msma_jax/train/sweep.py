@@ -111,9 +111,13 @@ def _format(value) -> str:
   return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _overrides(point: dict) -> list:
+  """The `--config.x=value` flags of a point (its budget is not a config key)."""
+  return [f"--{k}={_format(v)}" for k, v in point.items() if k != BUDGET_KEY]
+
+
 def _point_name(point: dict) -> str:
-  return run_name_from_overrides(
-      [f"--{k}={_format(v)}" for k, v in point.items() if k != BUDGET_KEY]) + (
+  return run_name_from_overrides(_overrides(point)) + (
       ",budget=equal_time" if point.get(BUDGET_KEY) == "equal_time" else "")
 
 
@@ -130,7 +134,7 @@ def _fingerprint(config) -> str:
 
 
 def _train_args(sweep: Sweep, extra: list, point: dict, num_steps: Optional[int] = None) -> list:
-  overrides = [f"--{k}={_format(v)}" for k, v in point.items() if k != BUDGET_KEY]
+  overrides = _overrides(point)
   args = [a for a in [*sweep.fixed, *extra] if not a.startswith("--workdir=")]
   if num_steps is not None:
     overrides.append(f"--config.train.num_steps={num_steps}")
@@ -250,10 +254,10 @@ def run_sweep(path, *, dry_run: bool = False, extra: Optional[list] = None,
   rows = [_run_point(sweep, extra, p, template, env, dry_run, f"[{i}/{len(grid)}]", train=train)
           for i, p in enumerate(grid, 1)]
   if equal_time:
-    todo = [(p, n) for p, n in _equal_time_steps(grid, rows, ref).items()]
+    todo = _equal_time_steps(grid, rows, ref)
     rows += [_run_point(sweep, extra, {**p, BUDGET_KEY: "equal_time"}, template, env, dry_run,
                         f"[equal time {i}/{len(todo)}, {n} steps]", n, train=train)
-             for i, (p, n) in enumerate(((dict(k), n) for k, n in todo), 1)]
+             for i, (p, n) in enumerate(todo, 1)]
   if dry_run:
     return 0
   summary = summarise(rows, ref)
@@ -276,22 +280,21 @@ def _reference_key(key: tuple, ref: dict) -> tuple:
   return tuple((k, ref.get(k, v) if k != BUDGET_KEY else "steps") for k, v in key)
 
 
-def _equal_time_steps(grid, rows, ref) -> dict:
-  """{group key (without budget): steps} for each non-reference point with a measured speed."""
+def _equal_time_steps(grid, rows, ref) -> list:
+  """[(point without budget, steps)] for each non-reference point with a measured speed."""
   speed, steps = {}, {}
   for r in rows:
     if r["status"] == "ok" and r.get("steps_per_s"):
       speed.setdefault(_group_key(r), []).append(r["steps_per_s"])
       steps[_group_key(r)] = r["steps"]
-  out = {}
+  out = []
   for p in grid:
     key = _group_key(p)
     rkey = _reference_key(key, ref)
     if key == rkey or key not in speed or rkey not in speed:
       continue
     n = round(steps[rkey] * np.mean(speed[key]) / np.mean(speed[rkey]))
-    seeded = tuple((k, v) for k, v in p.items() if k != BUDGET_KEY)
-    out[seeded] = max(1, int(n))
+    out.append(({k: v for k, v in p.items() if k != BUDGET_KEY}, max(1, int(n))))
   return out
 
 
@@ -302,13 +305,10 @@ def welch_interval(a, b, level: float = 0.95) -> tuple[float, float, float]:
   d = float(a.mean() - b.mean())
   if len(a) < 2 or len(b) < 2:
     return d, math.nan, math.nan
-  va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-  se = math.sqrt(va + vb)
-  if se == 0:
+  if a.var() == 0 and b.var() == 0:         # no spread: scipy answers NaN, the difference is exact
     return d, d, d
-  dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-  h = float(stats.t.ppf(0.5 + level / 2, dof)) * se
-  return d, d - h, d + h
+  ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
+  return d, float(ci.low), float(ci.high)
 
 
 def summarise(rows: list, ref: dict, metrics=SUMMARY_METRICS) -> list:
@@ -320,7 +320,7 @@ def summarise(rows: list, ref: dict, metrics=SUMMARY_METRICS) -> list:
       groups.setdefault(_group_key(r), []).append(r)
   out = []
   for key, members in groups.items():
-    s = {"point": dict(key), "n": len(members), "seeds": [m.get(SEED_KEY, "") for m in members]}
+    s = {"point": dict(key), "n": len(members)}
     rkey = _reference_key(key, ref) if ref else None
     for m in metrics:
       vals = [x[m] for x in members if isinstance(x.get(m), (int, float))]
@@ -339,7 +339,7 @@ def summarise(rows: list, ref: dict, metrics=SUMMARY_METRICS) -> list:
   return out
 
 
-def _label(point: dict, ref: dict) -> str:
+def _label(point: dict) -> str:
   parts = [f"{k.split('.')[-1]}={v}" for k, v in point.items() if k != BUDGET_KEY]
   return ", ".join(parts) + (" [equal time]" if point.get(BUDGET_KEY) == "equal_time" else "")
 
@@ -353,12 +353,12 @@ def summary_dir(root: pathlib.Path, name: str) -> pathlib.Path:
   return root / f"{name}_summary"
 
 
-def write_summary(root: pathlib.Path, name: str, rows: list, summary: list, ref: dict) -> None:
+def write_summary(out: pathlib.Path, name: str, rows: list, summary: list, ref: dict) -> None:
   """sweep_summary.md / .csv (per point), sweep_runs.csv (per run), sweep_summary.png (plot)."""
-  root.mkdir(parents=True, exist_ok=True)
+  out.mkdir(parents=True, exist_ok=True)
   metrics = [m for m in SUMMARY_METRICS if any(m in s for s in summary)]
   keys = list(dict.fromkeys(k for r in rows for k in r))
-  with open(root / "sweep_runs.csv", "w", newline="") as f:
+  with open(out / "sweep_runs.csv", "w", newline="") as f:
     w = csv.DictWriter(f, keys)
     w.writeheader()
     w.writerows(rows)
@@ -373,7 +373,7 @@ def write_summary(root: pathlib.Path, name: str, rows: list, summary: list, ref:
     row.update(steps=s["steps"], steps_per_s=s["steps_per_s"], wall_s=s["wall_s"])
     csv_rows.append(row)
   ckeys = list(dict.fromkeys(k for r in csv_rows for k in r))
-  with open(root / "sweep_summary.csv", "w", newline="") as f:
+  with open(out / "sweep_summary.csv", "w", newline="") as f:
     w = csv.DictWriter(f, ckeys)
     w.writeheader()
     w.writerows(csv_rows)
@@ -388,7 +388,7 @@ def write_summary(root: pathlib.Path, name: str, rows: list, summary: list, ref:
            "setting, with a 95 % Welch t interval (n/a below two seeds a side).", "",
            "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
   for s in summary:
-    cells = [_label(s["point"], ref) + (" **(reference)**" if s["is_reference"] else ""),
+    cells = [_label(s["point"]) + (" **(reference)**" if s["is_reference"] else ""),
              str(s["n"])]
     cells += [f"{_fmt(s[m][0])} ± {_fmt(s[m][1], 2)}" if m in s else "" for m in metrics]
     if ref:
@@ -400,17 +400,17 @@ def write_summary(root: pathlib.Path, name: str, rows: list, summary: list, ref:
   if failed:
     lines += ["", f"Failed or not run points ({len(failed)}, not in the table):", ""]
     lines += [f"- {r['run']}: {r['status']}" for r in failed]
-  (root / "sweep_summary.md").write_text("\n".join(lines) + "\n")
+  (out / "sweep_summary.md").write_text("\n".join(lines) + "\n")
   if summary and metrics:
-    plot_summary(root / "sweep_summary.png", summary, metrics, ref)
+    plot_summary(out / "sweep_summary.png", summary, metrics)
 
 
-def plot_summary(path: pathlib.Path, summary: list, metrics: list, ref: dict) -> None:
+def plot_summary(path: pathlib.Path, summary: list, metrics: list) -> None:
   """One panel per metric: each point's mean with its seed standard deviation as error bars."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  labels = [_label(s["point"], ref) for s in summary]
+  labels = [_label(s["point"]) for s in summary]
   fig, axes = plt.subplots(1, len(metrics), figsize=(4 + 3.2 * len(metrics), 0.35 * len(labels) + 1.8),
                            squeeze=False)
   y = np.arange(len(labels))
