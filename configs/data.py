@@ -38,7 +38,7 @@ def get_data_config() -> ml_collections.ConfigDict:
   # `msma-jax prepare-data` (face detection and alignment of an image folder): its option defaults.
   c.prepare = ml_collections.ConfigDict()
   c.prepare.layout = "folder"     # folder | 300w_lp | aflw2000_3d
-  c.prepare.detector = "hog"      # hog | cnn (dlib)
+  c.prepare.detector = "hog"      # hog | cnn | cascade (dlib; data_pipelines.detection)
   c.prepare.max_faces = 1         # faces per photo, largest first
   c.prepare.min_side = 32         # smaller photos are skipped as too small
   c.prepare.upsample = 1          # dlib pyramid upsampling (1: faces down to ~40 px)

@@ -14,6 +14,7 @@ import pathlib
 import numpy as np
 
 from data_pipelines.alignment import CROP_SIZE, Aligner, AlignTransform, warp_to_crop
+from data_pipelines.detection import SELECTIONS, FaceDetector, box_from_points
 from data_pipelines.images import ImageReadError, read_image
 from data_pipelines.landmarks import (NUM_LANDMARKS, LandmarkFileError, find_landmark_file,
                                       landmark_problem, read_landmark_file)
@@ -65,7 +66,9 @@ class AlignedFace:
 class FacePreprocessor:
   """Detection + landmarks + alignment + skin mask for photos.
 
-  detector: "hog" | "cnn" (dlib); max_faces: faces kept per image, largest first (None = all);
+  detector: "hog" | "cnn" | "cascade" (dlib, `detection.FaceDetector`); select: which detected
+  faces an image keeps ("all", "largest", "central": `detection.select_faces`); max_faces: faces
+  kept per image after that, largest first (None = all);
   min_side: images whose shorter side is smaller are skipped as too small; crop_size: output side;
   use_landmark_files: read `.pts`/`.txt` files beside images; face_model: defines the reference
   alignment (embedded model by default), or `reference` gives its [5, 2] points directly. dlib is
@@ -75,9 +78,12 @@ class FacePreprocessor:
   def __init__(self, detector: str = "hog", *, max_faces: int | None = 1, min_side: int = 32,
                crop_size: int = CROP_SIZE, use_landmark_files: bool = True, face_model=None,
                upsample: int = 1, detect_max_side: int = 1280, min_score: float = 0.0,
-               reference: np.ndarray | None = None):
+               reference: np.ndarray | None = None, select: str = "all"):
     if max_faces is not None and max_faces < 1:
       raise ValueError(f"max_faces must be >= 1 or None, got {max_faces}")
+    if select not in SELECTIONS:
+      raise ValueError(f"unknown face selection {select!r}; choose one of {SELECTIONS}")
+    self.select = select
     self.detector_kind = detector
     self.max_faces, self.min_side, self.crop_size = max_faces, int(min_side), int(crop_size)
     self.use_landmark_files = use_landmark_files
@@ -88,14 +94,14 @@ class FacePreprocessor:
   @property
   def detector(self):
     if self._detector is None:
-      from data_pipelines.detection import FaceDetector
       self._detector = FaceDetector(self.detector_kind, **self._detector_args)
     return self._detector
 
   # ---- steps -------------------------------------------------------------------------------------
   def find_landmarks(self, image: np.ndarray, name: str, landmark_file=None,
-                     landmarks=None) -> list[tuple[np.ndarray, str, float]]:
-    """-> [(landmarks [68, 2], origin, score)], largest face first (at most max_faces)."""
+                     landmarks=None) -> tuple[list[tuple[np.ndarray, str, float]], int]:
+    """-> ([(landmarks [68, 2], origin, score)] of the faces kept (`select`, then at most
+    max_faces, largest first), number of faces found before selection)."""
     faces = []
     if landmarks is not None:
       lm = np.asarray(landmarks, np.float64).reshape(-1, NUM_LANDMARKS, 2)
@@ -111,21 +117,21 @@ class FacePreprocessor:
           face = f" face {i}:" if len(sets) > 1 else ""
           raise SkipImage("bad_landmarks", f"{name}: landmark file {landmark_file}:{face} {problem}")
       if sets.shape[1] == 5:
-        from data_pipelines.detection import box_from_points
         box = box_from_points(sets[0])
         faces = [(self.detector.landmarks(image, box), "file5+detector", float("nan"))]
       else:
         faces = [(f, "file", float("nan")) for f in sets]
     else:
-      for det in self.detector.detect(image)[: self.max_faces]:
-        faces.append((self.detector.landmarks(image, det.box), "detector", det.score))
+      kept, n_found = self.detector.detect_landmarks(image, self.select)
+      faces = [(lm, "detector", det.score) for det, lm in kept[: self.max_faces]]
       if not faces:
         h, w = image.shape[:2]
         raise SkipImage("no_face", f"{name}: no face found ({w}x{h} image, {self.detector_kind} "
                         "detector)")
-    if len(faces) > 1 and landmarks is None and landmark_file is not None:
+      return faces, n_found
+    if len(faces) > 1 and landmark_file is not None:
       faces.sort(key=lambda f: -np.prod(np.ptp(f[0], axis=0)))   # largest first, like detections
-    return faces[: self.max_faces]
+    return faces[: self.max_faces], len(faces)
 
   def align(self, image: np.ndarray, landmarks: np.ndarray, *, name: str = "<image>",
             face_index: int = 0, origin: str = "detector", score: float = float("nan")
@@ -150,7 +156,7 @@ class FacePreprocessor:
     if min(h, w) < self.min_side:
       raise SkipImage("too_small", f"{name}: image too small ({w}x{h}; the shorter side must be at "
                       f"least {self.min_side} px)")
-    found = self.find_landmarks(image, name, landmark_file, landmarks)
+    found, _ = self.find_landmarks(image, name, landmark_file, landmarks)
     return [self.align(image, lm, name=name, face_index=i, origin=origin, score=score)
             for i, (lm, origin, score) in enumerate(found)]
 

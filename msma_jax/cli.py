@@ -9,6 +9,7 @@ import sys
 import warnings
 
 from configs.data import get_data_config
+from msma_jax.inference.tracking import DEFAULT_MAX_GAP, DEFAULT_SMOOTH_SIGMA
 from msma_jax.cli_checks import (EXIT_SIGINT, EXIT_USAGE, Interrupted, OneLineParser, check_args,
                                  on_sigterm)
 
@@ -161,11 +162,24 @@ def _cmd_reconstruct(args) -> int:
   """Pictures / folders / globs / videos -> per-face meshes, coefficients, landmarks, pose, overlays."""
   from msma_jax.inference.batch import run_reconstruct
   upsample = args.upsample if args.upsample == "auto" else int(args.upsample)
+  if args.tracks:
+    from msma_jax.inference.video import run_video_tracks
+    summary = run_video_tracks(
+        args.inputs, args.out, outputs=args.save, every=args.every, smooth=args.smooth,
+        max_gap=args.max_gap, progress=not args.no_progress, checkpoint=args.checkpoint,
+        face_model=args.face_model, fit_steps=args.fit_steps, landmark_steps=args.landmark_steps,
+        fit_size=args.fit_size, batch_size=args.batch_size, detector=args.detector,
+        upsample=upsample, select=args.select,
+        max_faces=args.max_faces if args.max_faces > 0 else None, min_score=args.min_score,
+        which=args.which, device=args.device, use_landmark_files=not args.ignore_landmark_files)
+    print(summary.format())
+    print(f"wrote {args.out}/summary.json")
+    return 1 if summary.num_failed > args.max_failures else 0
   summary = run_reconstruct(
       args.inputs, args.out, outputs=args.save, every=args.every, texture_size=args.texture_size,
       sheet=args.sheet, sheet_count=args.sheet_count, progress=not args.no_progress, checkpoint=args.checkpoint, face_model=args.face_model,
       fit_steps=args.fit_steps, landmark_steps=args.landmark_steps, fit_size=args.fit_size,
-      batch_size=args.batch_size, detector=args.detector, upsample=upsample,
+      batch_size=args.batch_size, detector=args.detector, upsample=upsample, select=args.select,
       max_faces=args.max_faces if args.max_faces > 0 else None, min_score=args.min_score,
       which=args.which,
       device=args.device, use_landmark_files=not args.ignore_landmark_files)
@@ -209,14 +223,30 @@ def _add_reconstruct_parser(sub) -> None:
                  "landmarks and three views of each face")
   p.add_argument("--sheet-count", type=int, default=16, help="faces on the sheet (the first N)")
   p.add_argument("--every", type=int, default=1, metavar="K", help="videos: every K-th frame")
+  p.add_argument("--tracks", action="store_true",
+                 help="videos / folders of frames: track faces across frames, one identity and "
+                 "albedo per person, smoothed pose and expression; writes OUT/<video>/track<k>/ "
+                 "(per-frame meshes and JSON, pose_smoothed.csv, mean_shape.obj) and summary.json")
+  p.add_argument("--smooth", type=float, default=DEFAULT_SMOOTH_SIGMA, metavar="SIGMA",
+                 help="--tracks: temporal smoothing, Gaussian sigma in processed frames (0 = off; "
+                 "default %(default)s)")
+  p.add_argument("--max-gap", type=int, default=DEFAULT_MAX_GAP, metavar="N",
+                 help="--tracks: frames a track may miss before it ends (default %(default)s)")
   p.add_argument("--batch-size", type=int, default=8, help="faces per batch")
   p.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None,
                  help="JAX device (default: JAX's default backend)")
-  p.add_argument("--detector", default="hog", choices=["hog", "cnn"])
+  p.add_argument("--detector", default="cascade", choices=["cascade", "hog", "cnn"],
+                 help="cascade (default): dlib HOG, then its CNN, then HOG on rotated copies, each "
+                 "only where the ones before found nothing; hog: fast, frontal; cnn: ~50x slower "
+                 "on a CPU (docs/BENCHMARKS.md, 'Face detection')")
   p.add_argument("--upsample", default="auto", choices=["auto", "0", "1", "2"],
                  help="dlib upsampling; auto: 0, then 1 if no face is found (default)")
-  p.add_argument("--max-faces", type=int, default=0, help="faces per picture, largest first "
-                 "(0 = all)")
+  p.add_argument("--select", default="all", choices=["all", "largest", "central"],
+                 help="which faces of a picture are reconstructed when several are found: all "
+                 "(default, largest first), the largest, or the one nearest the centre; a line "
+                 "says when faces were left out")
+  p.add_argument("--max-faces", type=int, default=0, help="faces per picture after --select, "
+                 "largest first (0 = all)")
   p.add_argument("--min-score", type=float, default=0.3,
                  help="ignore detections scoring lower (default: %(default)s; dlib's own threshold "
                  "is 0)")
@@ -403,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
   # Defaults: configs/data.py's `prepare` and `synthetic` sections (the one home of defaults).
   prep, synth = get_data_config().prepare, get_data_config().synthetic
   p.add_argument("--layout", default=prep.layout, choices=["folder", "300w_lp", "aflw2000_3d"])
-  p.add_argument("--detector", default=prep.detector, choices=["hog", "cnn"])
+  p.add_argument("--detector", default=prep.detector, choices=["hog", "cnn", "cascade"],
+                 help="dlib detector (default: %(default)s; see reconstruct --help)")
   p.add_argument("--max-faces", type=int, default=prep.max_faces,
                  help="faces per photo, largest first (0 = all)")
   p.add_argument("--min-side", type=int, default=prep.min_side,

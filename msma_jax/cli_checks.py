@@ -97,7 +97,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "fit_steps": at_least(0), "landmark_steps": at_least(0), "fit_size": between(32, 4096),
         "texture_size": between(16, 8192), "every": at_least(1), "batch_size": at_least(1),
         "max_faces": at_least(0), "min_score": finite(), "max_failures": at_least(0),
-        **_OUTPUT_RULES},
+        "smooth": finite(lambda x: None if x >= 0 else f"must be >= 0, got {x:g}"),
+        "max_gap": at_least(0), **_OUTPUT_RULES},
     "prepare-data": {
         "max_faces": at_least(0), "min_side": at_least(1), "upsample": between(0, 4),
         "workers": between(0, 256), "synthetic": at_least(0), "jpeg_quality": between(1, 100),

@@ -54,7 +54,7 @@ def measure(face_model, faces: int, seed: int):
     yaw = flat[:, face_model.sizes.slices()["angle"]][:, 1]
     for img, lm, y in zip(images, landmarks, yaw):
       try:
-        found = pre.find_landmarks(np.round(img * 255).astype(np.uint8), "render")[0][0]
+        found = pre.find_landmarks(np.round(img * 255).astype(np.uint8), "render")[0][0][0]
       except SkipImage:
         continue
       values.append(relative_framing(aligner.fit(lm), aligner.fit(found)))

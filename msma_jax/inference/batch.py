@@ -123,9 +123,13 @@ def run_reconstruct(inputs: Sequence[str], out_dir: str | pathlib.Path, *,
           sheet_faces.append(face)
         written.append({"face": face.face_index,
                          "pose_deg": [round(float(v), 3) for v in face.pose],
+                         "quality": face.fit.get("quality"),
                          "files": [str(p.relative_to(out)) for p in paths.values()]})
         summary.files += len(paths)
       summary.faces += len(written)
+      if result and result[0].faces_found > len(result):
+        say(f"note: {item.name}: {result[0].faces_found} faces found, reconstructed "
+            f"{len(result)} (--select all for every face)")
       if error is not None:
         summary.add_failure(error)
         say(f"skipped: {error}")

@@ -24,7 +24,7 @@ import numpy as np
 
 from configs.fit import (RECONSTRUCT_FIT_STEPS, RECONSTRUCT_LANDMARK_STEPS,
                          get_reconstruct_fit_config)
-from data_pipelines.alignment import AlignTransform, warp_to_crop
+from data_pipelines.alignment import CROP_SIZE, AlignTransform, warp_to_crop
 from data_pipelines.faces import FacePreprocessor, SkipImage
 from data_pipelines.landmarks import find_landmark_file
 from data_pipelines.skin import skin_probability
@@ -48,6 +48,26 @@ class _Face:
   input_landmarks: np.ndarray    # [68, 2] picture pixels
   origin: str
   score: float
+  faces_found: int = 1           # faces found in the picture before `select` / max_faces
+
+
+def fit_quality(landmarks: np.ndarray, input_landmarks: np.ndarray, terms: dict, i: int,
+                config: ml_collections.ConfigDict) -> dict:
+  """How well face i's reported landmarks [68, 2] match the points it was fitted to [68, 2]
+  (picture pixels): {"landmark_nme": mean distance / outer-ocular distance (points 36, 45),
+  "quality": "good" | "fair" | "poor" | "failed"} by config.quality_nme (good, fair) limits;
+  "failed" when a loss term is not finite; a face whose fit the guard reverted is at best "fair"."""
+  ocular = max(float(np.linalg.norm(input_landmarks[45] - input_landmarks[36])), 1e-6)
+  nme = float(np.linalg.norm(landmarks - input_landmarks, axis=-1).mean()) / ocular
+  good, fair = config.quality_nme
+  finite = np.isfinite(nme) and all(np.isfinite(v[i]) for v in terms.values())
+  if not finite:
+    quality = "failed"
+  elif nme <= good and not terms.get("kept_earlier_step", np.zeros(i + 1))[i]:
+    quality = "good"
+  else:
+    quality = "fair" if nme <= fair else "poor"
+  return {"landmark_nme": nme if np.isfinite(nme) else None, "quality": quality}
 
 
 def _bucket(n: int, cap: int) -> int:
@@ -87,11 +107,15 @@ class Reconstructor:
     checkpoint, configs/fit.py's RECONSTRUCT_FIT_STEPS without. landmark_steps: landmark-only
     warm-up steps run before them (cheap); default RECONSTRUCT_LANDMARK_STEPS when fitting or without a checkpoint, else 0.
   fit_config: a `configs.fit.get_fit_config()` to override the learning rate, loss weights or
-    groups (default: `get_reconstruct_fit_config()`).
+    groups (default: `get_reconstruct_fit_config()`, its landmark weight scaled by
+    (224 / fit_size)² as configs/loss.py prescribes).
   fit_size: crop size (px) fitting renders at; the encoder gets crops of its training size.
-  batch_size: faces per batch. detector: "hog" | "cnn"; upsample: dlib upsampling, or "auto" (0,
-    then 1 when no face is found: fast for photos of people, still finds faces of ~40 px);
-  max_faces: faces per picture, largest first (None = all). use_landmark_files: read `.pts`/`.txt`
+  batch_size: faces per batch. detector: "cascade" (HOG, then the CNN and rotated copies where
+    HOG finds nothing: `data_pipelines.detection.FaceDetector`) | "hog" | "cnn"; upsample: dlib
+    upsampling, or "auto" (0, then 1 when no face is found: fast for photos of people, still finds
+    faces of ~40 px); select: which faces a picture keeps when several are found: "all" (largest
+    first), "largest", "central"; max_faces: after that, at most this many, largest first (None =
+    all). use_landmark_files: read `.pts`/`.txt`
     files beside pictures. which: "best" or "latest" checkpoint. device: "cpu" | "gpu" | "tpu" |
     None (JAX's default). progress: show fitting progress bars. keep_photo: results keep a reference
     to the picture (needed for overlays and textures).
@@ -104,8 +128,8 @@ class Reconstructor:
                face_model: str | os.PathLike | FaceModel = "embedded", *,
                fit_steps: Optional[int] = None, landmark_steps: Optional[int] = None,
                fit_config: Optional[ml_collections.ConfigDict] = None, fit_size: int = 224,
-               batch_size: int = 8, detector: str = "hog", upsample: int | str = "auto",
-               max_faces: Optional[int] = None, min_score: float = 0.3, min_side: int = 32,
+               batch_size: int = 8, detector: str = "cascade", upsample: int | str = "auto",
+               select: str = "all", max_faces: Optional[int] = None, min_score: float = 0.3, min_side: int = 32,
                use_landmark_files: bool = True, which: str = "best", device: Optional[str] = None,
                progress: bool = False, keep_photo: bool = True, encoder=None,
                encoder_size: int = 224):
@@ -141,6 +165,9 @@ class Reconstructor:
       config = ml_collections.ConfigDict(fit_config.to_dict())
     else:
       config = get_reconstruct_fit_config()
+      # the landmark weight is set for 224 px crops (configs/loss.py): keep its balance with the
+      # photometric term at other fit sizes
+      config.loss.landmark *= (CROP_SIZE / self.fit_size) ** 2
     config.steps, config.landmark_steps = self.fit_steps, self.landmark_steps
     self.fit_config = config          # fit_steps / landmark_steps may be changed between calls
     self.camera = cam.Camera.for_face_model(self.face_model, self.fit_size)
@@ -152,7 +179,7 @@ class Reconstructor:
     self.preprocessor = FacePreprocessor(
         detector, max_faces=max_faces, min_side=min_side, crop_size=self.fit_size,
         use_landmark_files=use_landmark_files, face_model=self.face_model,
-        upsample=0 if upsample == "auto" else int(upsample), min_score=min_score)
+        upsample=0 if upsample == "auto" else int(upsample), min_score=min_score, select=select)
 
     contour = self.fitter.contour      # the landmarks reported are the ones the fit matched
 
@@ -200,7 +227,8 @@ class Reconstructor:
     try:
       return pre.find_landmarks(image, name, landmark_file, landmarks)
     except SkipImage as e:
-      if not (e.reason == "no_face" and self.upsample == "auto"):
+      # the cascade upsamples by itself; plain HOG gets a second, upsampled search
+      if not (e.reason == "no_face" and self.upsample == "auto" and pre.detector_kind == "hog"):
         raise
     det = pre.detector
     det.upsample = 1                      # small faces: search the image at twice its size
@@ -221,7 +249,7 @@ class Reconstructor:
       if min(h, w) < pre.min_side:
         raise SkipImage("too_small", f"{name}: image too small ({w}x{h}; the shorter side must be "
                         f"at least {pre.min_side} px)")
-      found = self._find(image, name, landmark_file, landmarks)
+      found, n_found = self._find(image, name, landmark_file, landmarks)
       faces = []
       for i, (lm, origin, score) in enumerate(found):
         try:
@@ -235,7 +263,7 @@ class Reconstructor:
                         warp_to_crop(image, scaled(transform, self.model_size / self.fit_size)))
         faces.append(_Face(item, i, transform, crop, model_crop,
                            transform.to_crop(lm).astype(np.float32),
-                           np.asarray(lm, np.float64), origin, score))
+                           np.asarray(lm, np.float64), origin, score, n_found))
       return faces
     except SkipImage as e:
       raise InputError(e.reason, str(e)) from e
@@ -252,7 +280,8 @@ class Reconstructor:
             model_crops: Optional[np.ndarray] = None) -> tuple[Coefficients, dict]:
     """Coefficients for aligned faces: crops uint8 [N, F, F, 3] at the fit size, landmarks
     [N, 68, 2] crop pixels, model_crops uint8 [N, S, S, 3] at the encoder's size (default: crops
-    resized). Returns (coefficients with batch [N], fit loss terms of the last batch)."""
+    resized). Returns (coefficients with batch [N], per-face fit loss terms {name: [N]}; {} when
+    nothing is fitted)."""
     n = len(crops)
     if model_crops is None and self.model is not None:
       import cv2
@@ -260,7 +289,7 @@ class Reconstructor:
       model_crops = np.stack([c if c.shape[0] == s else cv2.resize(c, (s, s),
                                                                    interpolation=cv2.INTER_AREA)
                               for c in crops])
-    outs, terms = [], {}
+    outs, face_terms = [], []
     with self._on_device():
       for start in range(0, n, self.batch_size):
         stop = min(n, start + self.batch_size)
@@ -279,9 +308,12 @@ class Reconstructor:
                                           landmark_steps=self.landmark_steps,
                                           progress=self.progress,
                                           description=f"fitting {stop - start} face(s)")
+          face_terms.append({k: np.asarray(v)[: stop - start] for k, v in terms.items()})
         outs.append(jax.tree.map(lambda a: np.asarray(a)[: stop - start], coeffs))
     coeffs = jax.tree.map(lambda *a: np.concatenate(a), *outs)
-    return coeffs, {k: float(v) for k, v in terms.items()}
+    terms = ({k: np.concatenate([t[k] for t in face_terms]) for k in face_terms[0]}
+             if face_terms else {})
+    return coeffs, terms
 
   def predict_crops(self, crops, landmarks, *, realign: bool = True) -> Coefficients:
     """The evaluation predictor interface: crops [B, H, H, 3] float in [0, 1] (or uint8), landmarks
@@ -326,7 +358,7 @@ class Reconstructor:
     crops = np.stack([f.crop for f in faces])
     landmarks = np.stack([f.landmarks for f in faces])
     model_crops = (np.stack([f.model_crop for f in faces]) if self.model is not None else None)
-    coeffs, _ = self.solve(crops, landmarks, model_crops)
+    coeffs, terms = self.solve(crops, landmarks, model_crops)
     out = []
     with self._on_device():
       for start in range(0, len(faces), self.batch_size):
@@ -338,13 +370,19 @@ class Reconstructor:
         for j, f in enumerate(faces[start:stop]):
           name, photo = pictures[f.item]
           one = jax.tree.map(lambda a: np.asarray(a[start + j]), coeffs)
+          picture_lm = f.transform.to_image(lm[j])
+          fit = {"init": self.init_name, "landmark_steps": self.landmark_steps,
+                 "steps": self.fit_steps,
+                 "terms": {k: float(v[start + j]) for k, v in terms.items()},
+                 **fit_quality(picture_lm, f.input_landmarks, terms, start + j,
+                               self.fit_config)}
           out.append(FaceResult(
               source=name, face_index=f.face_index, image_size=tuple(photo.shape[:2]),
-              coefficients=one, landmarks=f.transform.to_image(lm[j]),
+              coefficients=one, landmarks=picture_lm,
               input_landmarks=f.input_landmarks, transform=f.transform, crop=f.crop,
               vertices=vertices[j], colours=colours[j], origin=f.origin, score=f.score,
-              fit={"init": self.init_name, "landmark_steps": self.landmark_steps,
-                   "steps": self.fit_steps},
+              faces_found=f.faces_found,
+              fit=fit,
               photo=photo if self.keep_photo else None, views=self.views))
     return out
 

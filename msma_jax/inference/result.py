@@ -102,8 +102,9 @@ class FaceResult:
   transform: picture -> crop alignment (`AlignTransform`, crop of `transform.size` px);
   crop: uint8 RGB [S, S, 3] aligned crop; vertices [V, 3]: unposed shape with expression, model
   units; colours [V, 3]: shaded vertex colours in [0, 1]; origin: where the input landmarks came
-  from ("detector", "file", ...); score: detector score; fit: final loss terms of test-time fitting
-  ({} without fitting) and its step counts.
+  from ("detector", "file", ...); score: detector score; fit: test-time fitting's step counts,
+  per-face final loss terms ({} without fitting), landmark NME to the input points and quality
+  flag (`reconstruct.fit_quality`); faces_found: faces found in the picture before selection.
   """
   source: str
   face_index: int
@@ -118,6 +119,7 @@ class FaceResult:
   origin: str = "detector"
   score: float = float("nan")
   fit: dict = dataclasses.field(default_factory=dict)
+  faces_found: int = 1
   photo: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
   views: Any = dataclasses.field(default=None, repr=False)      # msma_jax.inference.views.Views
 
@@ -176,9 +178,10 @@ class FaceResult:
                       "note": "crop pixel = scale * image pixel + translation"},
         "landmarks": {"origin": self.origin,
                       "detector_score": None if not np.isfinite(self.score) else float(self.score),
+                      "faces_found_in_picture": int(self.faces_found),
                       "mean_distance_to_input_px": float(np.linalg.norm(
                           self.landmarks - self.input_landmarks, axis=-1).mean())},
-        "fit": {k: (float(v) if isinstance(v, (float, np.floating, np.ndarray)) else v)
+        "fit": {k: (float(v) if isinstance(v, (np.floating, np.ndarray)) else v)
                 for k, v in self.fit.items()},
     }
 

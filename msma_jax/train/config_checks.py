@@ -14,11 +14,12 @@ import pathlib
 import jax
 
 from configs.errors import ConfigError
+from configs.fit import FIT_SCHEDULES
 from configs.loss import SHAPE_ALIGN, SWITCHES as LOSS_SWITCHES, WEIGHTS as LOSS_WEIGHTS
 from msma_jax.render.rasterize import BATCH_MODES, CHUNK_SIZINGS, MATERIALIZE_MODES
 from data_pipelines.detector_framing import load_calibration
 from data_pipelines.synthetic import BACKGROUNDS, FRAMINGS, SyntheticOptions
-from msma_jax.face_model import available_face_models
+from msma_jax.face_model import FIELDS, available_face_models
 from msma_jax.models import spec_from_config
 from msma_jax.train.init import parse_init_source
 
@@ -89,6 +90,19 @@ def check_fit(fit) -> None:
   _number(fit.get("landmark_steps", 0), "fit.landmark_steps", minimum=0, integer=True)
   _number(fit.get("learning_rate", 0.05), "fit.learning_rate", minimum=0.0)
   _switch(fit.get("contour_landmarks", False), "fit.contour_landmarks")
+  _choice(fit.get("schedule", "constant"), "fit.schedule", FIT_SCHEDULES)
+  _number(fit.get("guard_ratio", 2.0), "fit.guard_ratio", minimum=1.0)
+  limits = tuple(fit.get("quality_nme", (0.05, 0.10)))
+  if len(limits) != 2:
+    raise ConfigError(f"config.fit.quality_nme must be (good, fair) limits, got {limits!r}")
+  good = _number(limits[0], "fit.quality_nme[0]", minimum=0.0)
+  _number(limits[1], "fit.quality_nme[1]", minimum=good)
+  for key in ("groups", "landmark_groups"):
+    groups = fit.get(key, ())
+    if isinstance(groups, str) or not all(isinstance(g, str) for g in groups):
+      raise ConfigError(f"config.fit.{key} must be a tuple of coefficient groups, got {groups!r}")
+    for g in groups:
+      _choice(g, f"fit.{key}", FIELDS, "coefficient group")
   if "loss" in fit:
     check_loss(fit.loss)
 
