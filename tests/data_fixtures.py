@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import pathlib
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -108,3 +109,14 @@ def write_bad_input_folder(root: pathlib.Path) -> dict[str, str | None]:
   (root / "badlm.txt").write_text("\n".join(["10 10"] * 30))
   (root / "README.txt").write_text("not a photo, not listed")          # ignored: not an image
   return expected
+
+
+def write_video(path, frames, fps=10) -> pathlib.Path:
+  """uint8 RGB frames [H, W, 3] -> an MJPG video file at `path` (OpenCV)."""
+  h, w = frames[0].shape[:2]
+  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+  assert writer.isOpened()
+  for f in frames:
+    writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+  writer.release()
+  return pathlib.Path(path)

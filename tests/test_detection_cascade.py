@@ -3,8 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
+from data_fixtures import astronaut
 from data_pipelines.detection import Detection, FaceDetector, grey_rgb, select_faces
-from tests.data_fixtures import astronaut
 
 
 @pytest.fixture(scope="module")

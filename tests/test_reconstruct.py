@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from data_fixtures import astronaut
+from data_fixtures import astronaut, write_video
 from data_pipelines.alignment import AlignTransform
 from data_pipelines.landmarks import flip_landmarks, read_landmark_file
 from msma_jax import camera as cam
@@ -224,16 +224,6 @@ def test_unavailable_device_is_one_line():
 
 
 # ---- videos and the command line ----------------------------------------------------------------
-
-def write_video(path, frames, fps=10):
-  h, w = frames[0].shape[:2]
-  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
-  assert writer.isOpened()
-  for f in frames:
-    writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-  writer.release()
-  return path
-
 
 def test_video_gives_one_result_per_sampled_frame(fast, tmp_path):
   from msma_jax.inference.batch import run_reconstruct

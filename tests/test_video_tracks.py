@@ -11,13 +11,13 @@ imitate (`observable_direction`).
 """
 import json
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import trimesh
 
+from data_fixtures import write_video
 from data_pipelines import photo_like
 from data_pipelines.alignment import AlignTransform
 from data_pipelines.landmarks import read_landmark_file
@@ -110,16 +110,6 @@ def compose(people, offsets, present, width: int = 2 * TILE, background: float =
     frames.append(np.round(picture * 255).astype(np.uint8))
     landmarks.append(np.asarray(faces, np.float64).reshape(-1, 68, 2))
   return frames, landmarks
-
-
-def write_video(path, frames, fps=10):
-  h, w = frames[0].shape[:2]
-  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
-  assert writer.isOpened()
-  for f in frames:
-    writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-  writer.release()
-  return path
 
 
 def identity_shape(fm, idv) -> np.ndarray:

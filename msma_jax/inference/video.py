@@ -43,13 +43,11 @@ run ends, and finished tracks' files stay. `run_video_tracks` is the `msma-jax r
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
-import json
 import os
 import pathlib
-import signal
-import sys
 import time
 import weakref
 from typing import Callable, Iterator, Optional, Sequence
@@ -62,8 +60,8 @@ from tqdm.auto import tqdm
 
 from data_pipelines.alignment import AlignTransform
 from data_pipelines.skin import skin_probability
-from msma_jax.cli_checks import Interrupted
 from msma_jax.face_model import FIELDS, Coefficients
+from msma_jax.inference.batch import SUMMARY_FILE, FailureCounts, recorded, reporter
 from msma_jax.inference.export import save_mesh
 from msma_jax.inference.fit import CoefficientFitter
 from msma_jax.inference.framing import reframe
@@ -75,7 +73,6 @@ from msma_jax.inference.result import FaceResult, parse_outputs
 from msma_jax.inference.tracking import (DEFAULT_MAX_GAP, DEFAULT_SMOOTH_SIGMA, FaceTracker,
                                          appearance_descriptor, landmark_box, smooth_sequence)
 
-SUMMARY_FILE = "summary.json"
 SHARED = ("id", "tex")                     # one value per track
 SMOOTHED = ("angle", "trans", "exp")       # smoothed over time (light stays per frame)
 # Per-frame outputs of a track: what needs no picture kept in memory (overlays and UV textures
@@ -264,8 +261,12 @@ def smooth_track(face_model, coeffs: Coefficients, transforms: Sequence[AlignTra
 # ---- summaries -----------------------------------------------------------------------------------
 
 @dataclasses.dataclass
-class VideoSummary:
-  """What one video's tracking did: per processed frame, per track, failures per reason."""
+class VideoSummary(FailureCounts):
+  """What one video's tracking did: per processed frame, per track, failures per reason.
+
+  Failures (`num_failed`): unreadable video, a video with no face at all, frames that failed for
+  another reason than having no face, tracks whose fit or export failed. Frames without a face in
+  a video that has faces are reported (`frames_without_face`), not counted."""
   name: str
   frames: int = 0                    # processed frames read
   faces: int = 0
@@ -275,13 +276,6 @@ class VideoSummary:
   messages: list = dataclasses.field(default_factory=list)
   seconds: float = 0.0
   interrupted: Optional[str] = None
-
-  @property
-  def num_failed(self) -> int:
-    """Failures: unreadable video, a video with no face at all, frames that failed for another
-    reason than having no face, tracks whose fit or export failed. Frames without a face in a video
-    that has faces are reported (`frames_without_face`), not counted."""
-    return sum(self.failed.values())
 
   @property
   def frames_without_face(self) -> list[int]:
@@ -295,20 +289,13 @@ class VideoSummary:
   def files(self) -> int:
     return sum(t.get("files", 0) for t in self.tracks)
 
-  def add_failure(self, e: InputError) -> None:
-    self.failed[e.reason] += 1
-    self.messages.append(str(e))
-
   def format(self) -> str:
     empty = len(self.frames_without_face)
     lines = [f"{self.name}: frames: {self.frames} ({empty} without a face), "
              f"faces: {self.faces}, tracks: {len(self.tracks)} ({self.tracks_written} written, "
              f"{self.files} files), failed: {self.num_failed} [{self.seconds:.1f} s]"
              + (f", interrupted ({self.interrupted})" if self.interrupted else "")]
-    for k, n in self.failed.items():
-      if n:
-        lines.append(f"  failed, {FAILURE_REASONS[k]}: {n}")
-    return "\n".join(lines)
+    return "\n".join(lines + self.failure_lines(self.failed))
 
   def to_dict(self) -> dict:
     return {"video": self.name, "frames": self.frames, "faces": self.faces,
@@ -319,7 +306,7 @@ class VideoSummary:
 
 
 @dataclasses.dataclass
-class TracksSummary:
+class TracksSummary(FailureCounts):
   """A `run_video_tracks` run: one VideoSummary per video (or image sequence), input failures."""
   videos: list = dataclasses.field(default_factory=list)
   failed: dict = dataclasses.field(default_factory=lambda: {k: 0 for k in FAILURE_REASONS})
@@ -341,14 +328,8 @@ class TracksSummary:
              f"{tracks} ({written} written, {files} files), failed: {self.num_failed} "
              f"[{self.seconds:.1f} s]" + (f", interrupted ({self.interrupted})"
                                           if self.interrupted else "")]
-    failed = dict(self.failed)
-    for v in self.videos:
-      for k, n in v.failed.items():
-        failed[k] += n
-    for k, n in failed.items():
-      if n:
-        lines.append(f"  failed, {FAILURE_REASONS[k]}: {n}")
-    return "\n".join(lines)
+    failed = {k: n + sum(v.failed[k] for v in self.videos) for k, n in self.failed.items()}
+    return "\n".join(lines + self.failure_lines(failed))
 
   def to_dict(self) -> dict:
     return {"videos": [{"video": v.name, "frames": v.frames, "tracks": len(v.tracks),
@@ -541,17 +522,14 @@ def reconstruct_video(reconstructor, video, out_dir: str | os.PathLike, *, every
   items, total = _frames(video, stem, every)
   tracker = FaceTracker(max_gap=max_gap, **(tracker_args or {}))
 
-  def say(msg: str) -> None:
-    if log is not None:
-      log(msg)
-    else:
-      tqdm.write(msg, file=sys.stderr)
+  say = reporter(log)
 
   writer = _TrackWriter(rec, out, outputs, smooth, summary, say)
   bar = tqdm(total=total, desc=f"tracking {stem}", unit="frame", disable=not progress,
              dynamic_ncols=True)
   unreadable = False
-  try:
+  # every finished track's files are already written when the run stops, however it stops
+  with recorded(summary, out / SUMMARY_FILE, t0), contextlib.closing(bar):
     for item in items:
       if item.error is not None and item.image is None and item.frame is None:
         summary.add_failure(item.error)        # the whole video (cannot open, no frame)
@@ -606,16 +584,6 @@ def reconstruct_video(reconstructor, video, out_dir: str | os.PathLike, *, every
       summary.add_failure(InputError("no_face", f"{label}: no face in any of the {summary.frames} "
                                                 "frames read"))
       say(f"skipped: {summary.messages[-1]}")
-  except KeyboardInterrupt:
-    summary.interrupted = "SIGINT"          # every finished track's files are already written
-    raise
-  except Interrupted as e:
-    summary.interrupted = signal.Signals(e.signum).name
-    raise
-  finally:
-    bar.close()
-    summary.seconds = time.perf_counter() - t0
-    (out / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
   return summary
 
 
@@ -668,19 +636,12 @@ def run_video_tracks(inputs: Sequence[str], out_dir: str | os.PathLike, *, recon
   if not sources:
     raise ValueError("no inputs given")
   summary = TracksSummary()
-
-  def say(msg: str) -> None:
-    if log is not None:
-      log(msg)
-    else:
-      tqdm.write(msg, file=sys.stderr)
-
-  try:
+  say = reporter(log)
+  with recorded(summary, out / SUMMARY_FILE, t0):
     for stem, seq in sequences(sources):
       if isinstance(seq, Source):
         if seq.error is not None:
-          summary.failed[seq.error.reason] += 1
-          summary.messages.append(str(seq.error))
+          summary.add_failure(seq.error)
           say(f"skipped: {seq.error}")
           continue
         video, label = seq.path, str(seq.path)
@@ -689,13 +650,4 @@ def run_video_tracks(inputs: Sequence[str], out_dir: str | os.PathLike, *, recon
       summary.videos.append(reconstruct_video(
           rec, video, out / stem, every=every, smooth=smooth, max_gap=max_gap, outputs=outputs,
           name=label, progress=progress, log=say))
-  except KeyboardInterrupt:
-    summary.interrupted = "SIGINT"
-    raise
-  except Interrupted as e:
-    summary.interrupted = signal.Signals(e.signum).name
-    raise
-  finally:
-    summary.seconds = time.perf_counter() - t0
-    (out / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
   return summary
