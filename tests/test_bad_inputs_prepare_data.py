@@ -122,7 +122,9 @@ def test_ctrl_c_stops_with_one_line_and_an_interrupted_summary(tmp_path, workers
                   "no dataset written")
   summary = json.loads((out / "prepare_summary.json").read_text())
   assert summary["interrupted"] is True and summary["dataset"] is None
-  assert (0 if workers else 1) <= summary["images"] < 400
+  # How many photos were read before the signal depends on the machine's load (the first may
+  # still be in the detector); what is pinned is that the run stopped short of the rest.
+  assert summary["images"] < 400
   from data_pipelines.tfds_builders import load_prepared
   kept = load_prepared(out)
   assert [kept[i]["key"] for i in range(len(kept))] == [b"only.png"]
