@@ -47,7 +47,7 @@ def make_scene(fm, batch, subdivisions, seed=0):
   coeffs = random_coefficients(fm, jax.random.key(seed), batch, max_yaw_deg=40)
   v, a = fm.decode(coeffs)
   world = cam.rigid_transform(v, coeffs.angle, coeffs.trans)
-  normals = lighting.vertex_normals(world, fm.triangles)
+  normals = fm.vertex_normals(world)
   colours = lighting.shade(a, normals, coeffs.gamma)
   world, colours, normals = map(np.asarray, (world, colours, normals))
   tris = np.asarray(fm.triangles)

@@ -13,6 +13,7 @@ def base_config(model_variant: str = "msma_r50") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0                     # the run's seed: weight init, and added to data.seed (order, augment)
   c.face_model = "embedded"      # or a BFM_model_front.mat / converted .npz
+  c.normals = "auto"             # vertex normals: auto (point_buf where the model has one) | area | point_buf
   c.image_size = 224
   c.model = get_model_config(model_variant)
   c.loss = get_loss_config()

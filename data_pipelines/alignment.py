@@ -24,33 +24,46 @@ CROP_SIZE = 224
 
 @dataclasses.dataclass(frozen=True)
 class AlignTransform:
-  """crop = scale * image + translation (pixels; scale dimensionless, translation [2] crop pixels)."""
+  """crop = scale * image + translation (pixels; scale dimensionless, translation [2] crop pixels).
+
+  scale_y: a different vertical scale (Deep3DFaceRecon's crop resizes the photo to whole pixels
+  in each direction: `deep3d_alignment`); None = `scale`. resample: how `warp_to_crop` cuts the
+  crop: "linear" (OpenCV bilinear warp) or "pil_bicubic" (Deep3DFaceRecon's PIL bicubic resize
+  of the photo and integer crop; needs whole-pixel translations).
+  """
   scale: float
   translation: tuple[float, float]
   size: int = CROP_SIZE
+  scale_y: float | None = None
+  resample: str = "linear"
+
+  @property
+  def scales(self) -> np.ndarray:
+    """[2] (horizontal, vertical) scale."""
+    return np.array([self.scale, self.scale if self.scale_y is None else self.scale_y])
 
   def to_crop(self, points: np.ndarray) -> np.ndarray:
     """[..., 2] original-image pixels -> crop pixels."""
-    return np.asarray(points, np.float64) * self.scale + np.asarray(self.translation)
+    return np.asarray(points, np.float64) * self.scales + np.asarray(self.translation)
 
   def to_image(self, points: np.ndarray) -> np.ndarray:
     """[..., 2] crop pixels -> original-image pixels."""
-    return (np.asarray(points, np.float64) - np.asarray(self.translation)) / self.scale
+    return (np.asarray(points, np.float64) - np.asarray(self.translation)) / self.scales
 
   @property
   def matrix(self) -> np.ndarray:
     """[2, 3] affine, image -> crop (project pixel convention)."""
-    s, (tx, ty) = self.scale, self.translation
-    return np.array([[s, 0.0, tx], [0.0, s, ty]])
+    (sx, sy), (tx, ty) = self.scales, self.translation
+    return np.array([[sx, 0.0, tx], [0.0, sy, ty]])
 
   @property
   def inverse_matrix(self) -> np.ndarray:
     """[2, 3] affine, crop -> image."""
-    s, (tx, ty) = self.scale, self.translation
-    return np.array([[1 / s, 0.0, -tx / s], [0.0, 1 / s, -ty / s]])
+    (sx, sy), (tx, ty) = self.scales, self.translation
+    return np.array([[1 / sx, 0.0, -tx / sx], [0.0, 1 / sy, -ty / sy]])
 
   def as_array(self) -> np.ndarray:
-    """[3] float32 (scale, tx, ty), the form stored in datasets."""
+    """[3] float32 (scale, tx, ty), the form stored in datasets (isotropic transforms only)."""
     return np.array([self.scale, *self.translation], np.float32)
 
   @classmethod
@@ -118,6 +131,8 @@ def warp_to_crop(image: np.ndarray, transform: AlignTransform, *,
   Large downscales (scale < 0.5, e.g. faces of 1000+ pixels in big photos) first shrink only the
   needed region with area averaging, so the crop is not aliased; the geometry is the same.
   """
+  if transform.resample == "pil_bicubic":
+    return _pil_resize_crop(image, transform)
   s, (tx, ty) = transform.scale, transform.translation
   size = transform.size
   if s >= 0.5:
@@ -139,6 +154,32 @@ def warp_to_crop(image: np.ndarray, transform: AlignTransform, *,
   return warp_affine(small, matrix, size, interpolation=interpolation)
 
 
+def _pil_resize_crop(image: np.ndarray, transform: AlignTransform) -> np.ndarray:
+  """Deep3DFaceRecon's crop: the photo [H, W(, C)] uint8 resized by PIL's bicubic filter to
+  (w, h) = (scale · W, scale_y · H) whole pixels, then the size² window at (-tx, -ty) cut out,
+  black outside the photo. Only the window's part of the photo is resampled, in PIL's two passes
+  done apart (horizontal over all rows, then vertical; each with a `box`): the same filter taps and
+  8-bit intermediate as resizing the whole photo, without building a huge image for small faces.
+  (One resize with a two-sided box differs from the whole-photo resize by up to 20 levels in
+  Pillow 13.)"""
+  from PIL import Image
+  big_h, big_w = image.shape[:2]
+  (sx, sy), (tx, ty) = transform.scales, transform.translation
+  w, h = int(round(sx * big_w)), int(round(sy * big_h))
+  left, up, size = int(round(-tx)), int(round(-ty)), transform.size
+  out = np.zeros((size, size, *image.shape[2:]), image.dtype)
+  x0, y0, x1, y1 = max(left, 0), max(up, 0), min(left + size, w), min(up + size, h)
+  if x1 <= x0 or y1 <= y0:
+    return out
+  bicubic = Image.Resampling.BICUBIC
+  rows = Image.fromarray(image).resize(
+      (x1 - x0, big_h), bicubic, box=(x0 * big_w / w, 0, min(x1 * big_w / w, big_w), big_h))
+  part = rows.resize((x1 - x0, y1 - y0), bicubic,
+                     box=(0, y0 * big_h / h, x1 - x0, min(y1 * big_h / h, big_h)))
+  out[y0 - up:y1 - up, x0 - left:x1 - left] = np.asarray(part)
+  return out
+
+
 class Aligner:
   """Fits and applies the crop alignment for one face model and crop size."""
 
@@ -147,8 +188,9 @@ class Aligner:
     self.reference = (np.asarray(reference, np.float64).reshape(5, 2) if reference is not None
                       else reference_five_points(face_model, self.size))   # [5, 2] crop pixels
 
-  def fit(self, landmarks: np.ndarray) -> AlignTransform:
-    """[68, 2] or [5, 2] image landmarks -> the image-to-crop transform."""
+  def fit(self, landmarks: np.ndarray, image_size: tuple[int, int] | None = None) -> AlignTransform:
+    """[68, 2] or [5, 2] image landmarks -> the image-to-crop transform (image_size (H, W) is not
+    needed by this alignment; `Deep3DAligner` uses it)."""
     lm = np.asarray(landmarks, np.float64)
     pts = five_points(lm) if lm.shape[0] == NUM_LANDMARKS else lm
     if pts.shape != (5, 2):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,6 +29,20 @@ SKIP_REASONS = {
     "bad_landmarks": "bad landmark file",
     "bad_alignment": "landmarks unusable for alignment",
 }
+
+
+class FoundFace(NamedTuple):
+  """A face found in a picture: landmarks [68, 2] (picture pixels), where they came from, the
+  detector score, and the points the crop is aligned by when a file gave them ([5, 2] from a
+  5-point landmark file, e.g. Deep3DFaceRecon's detections; None: the 68 landmarks')."""
+  landmarks: np.ndarray
+  origin: str
+  score: float
+  align_points: np.ndarray | None = None
+
+  @property
+  def alignment_landmarks(self) -> np.ndarray:
+    return self.landmarks if self.align_points is None else self.align_points
 
 
 class SkipImage(Exception):
@@ -71,14 +86,15 @@ class FacePreprocessor:
   kept per image after that, largest first (None = all);
   min_side: images whose shorter side is smaller are skipped as too small; crop_size: output side;
   use_landmark_files: read `.pts`/`.txt` files beside images; face_model: defines the reference
-  alignment (embedded model by default), or `reference` gives its [5, 2] points directly. dlib is
-  loaded lazily, only when a detection is needed.
+  alignment (embedded model by default), or `reference` gives its [5, 2] points directly, or
+  `aligner` replaces the alignment (e.g. `deep3d_alignment.Deep3DAligner`). dlib is loaded lazily,
+  only when a detection is needed.
   """
 
   def __init__(self, detector: str = "hog", *, max_faces: int | None = 1, min_side: int = 32,
                crop_size: int = CROP_SIZE, use_landmark_files: bool = True, face_model=None,
                upsample: int = 1, detect_max_side: int = 1280, min_score: float = 0.0,
-               reference: np.ndarray | None = None, select: str = "all"):
+               reference: np.ndarray | None = None, select: str = "all", aligner=None):
     if max_faces is not None and max_faces < 1:
       raise ValueError(f"max_faces must be >= 1 or None, got {max_faces}")
     if select not in SELECTIONS:
@@ -87,7 +103,7 @@ class FacePreprocessor:
     self.detector_kind = detector
     self.max_faces, self.min_side, self.crop_size = max_faces, int(min_side), int(crop_size)
     self.use_landmark_files = use_landmark_files
-    self.aligner = Aligner(face_model, crop_size, reference)
+    self.aligner = aligner if aligner is not None else Aligner(face_model, crop_size, reference)
     self._detector_args = dict(upsample=upsample, max_side=detect_max_side, min_score=min_score)
     self._detector = None
 
@@ -99,13 +115,13 @@ class FacePreprocessor:
 
   # ---- steps -------------------------------------------------------------------------------------
   def find_landmarks(self, image: np.ndarray, name: str, landmark_file=None,
-                     landmarks=None) -> tuple[list[tuple[np.ndarray, str, float]], int]:
-    """-> ([(landmarks [68, 2], origin, score)] of the faces kept (`select`, then at most
+                     landmarks=None) -> tuple[list[FoundFace], int]:
+    """-> ([FoundFace(landmarks [68, 2], origin, score, align_points)] of the faces kept (`select`, then at most
     max_faces, largest first), number of faces found before selection)."""
     faces = []
     if landmarks is not None:
       lm = np.asarray(landmarks, np.float64).reshape(-1, NUM_LANDMARKS, 2)
-      faces = [(f, "annotation", float("nan")) for f in lm]
+      faces = [FoundFace(f, "annotation", float("nan")) for f in lm]
     elif landmark_file is not None:
       try:
         sets = read_landmark_file(landmark_file)
@@ -118,12 +134,14 @@ class FacePreprocessor:
           raise SkipImage("bad_landmarks", f"{name}: landmark file {landmark_file}:{face} {problem}")
       if sets.shape[1] == 5:
         box = box_from_points(sets[0])
-        faces = [(self.detector.landmarks(image, box), "file5+detector", float("nan"))]
+        # the 68 points come from the detector; the crop keeps the file's own five
+        faces = [FoundFace(self.detector.landmarks(image, box), "file5+detector", float("nan"),
+                           np.asarray(sets[0], np.float64))]
       else:
-        faces = [(f, "file", float("nan")) for f in sets]
+        faces = [FoundFace(f, "file", float("nan")) for f in sets]
     else:
       kept, n_found = self.detector.detect_landmarks(image, self.select)
-      faces = [(lm, "detector", det.score) for det, lm in kept[: self.max_faces]]
+      faces = [FoundFace(lm, "detector", det.score) for det, lm in kept[: self.max_faces]]
       if not faces:
         h, w = image.shape[:2]
         raise SkipImage("no_face", f"{name}: no face found ({w}x{h} image, {self.detector_kind} "
@@ -134,11 +152,13 @@ class FacePreprocessor:
     return faces[: self.max_faces], len(faces)
 
   def align(self, image: np.ndarray, landmarks: np.ndarray, *, name: str = "<image>",
-            face_index: int = 0, origin: str = "detector", score: float = float("nan")
-            ) -> AlignedFace:
-    """Aligns one face given its [68, 2] landmarks in `image` (uint8 RGB [H, W, 3])."""
+            face_index: int = 0, origin: str = "detector", score: float = float("nan"),
+            align_points: np.ndarray | None = None) -> AlignedFace:
+    """Aligns one face given its [68, 2] landmarks in `image` (uint8 RGB [H, W, 3]), by
+    `align_points` [5, 2] instead when given (a 5-point landmark file's)."""
     try:
-      transform = self.aligner.fit(landmarks)
+      transform = self.aligner.fit(landmarks if align_points is None else align_points,
+                                   image.shape[:2])
     except ValueError as e:
       raise SkipImage("bad_alignment", f"{name}: face {face_index}: {e}") from e
     crop = warp_to_crop(image, transform)
@@ -157,8 +177,9 @@ class FacePreprocessor:
       raise SkipImage("too_small", f"{name}: image too small ({w}x{h}; the shorter side must be at "
                       f"least {self.min_side} px)")
     found, _ = self.find_landmarks(image, name, landmark_file, landmarks)
-    return [self.align(image, lm, name=name, face_index=i, origin=origin, score=score)
-            for i, (lm, origin, score) in enumerate(found)]
+    return [self.align(image, f.landmarks, name=name, face_index=i, origin=f.origin,
+                       score=f.score, align_points=f.align_points)
+            for i, f in enumerate(found)]
 
   def process(self, path: str | os.PathLike, *, landmarks=None) -> list[AlignedFace]:
     """Reads, detects (unless landmarks are given or a landmark file exists), aligns.

@@ -162,6 +162,8 @@ def _cmd_reconstruct(args) -> int:
   """Pictures / folders / globs / videos -> per-face meshes, coefficients, landmarks, pose, overlays."""
   from msma_jax.inference.batch import run_reconstruct
   upsample = args.upsample if args.upsample == "auto" else int(args.upsample)
+  encoder_args = dict(weights=args.weights, align=args.align,
+                      standard_landmarks=args.standard_landmarks, normals=args.normals)
   if args.tracks:
     from msma_jax.inference.video import run_video_tracks
     summary = run_video_tracks(
@@ -171,7 +173,8 @@ def _cmd_reconstruct(args) -> int:
         fit_size=args.fit_size, batch_size=args.batch_size, detector=args.detector,
         upsample=upsample, select=args.select,
         max_faces=args.max_faces if args.max_faces > 0 else None, min_score=args.min_score,
-        which=args.which, device=args.device, use_landmark_files=not args.ignore_landmark_files)
+        which=args.which, device=args.device, use_landmark_files=not args.ignore_landmark_files,
+        **encoder_args)
     print(summary.format())
     print(f"wrote {args.out}/summary.json")
     return 1 if summary.num_failed > args.max_failures else 0
@@ -182,7 +185,7 @@ def _cmd_reconstruct(args) -> int:
       batch_size=args.batch_size, detector=args.detector, upsample=upsample, select=args.select,
       max_faces=args.max_faces if args.max_faces > 0 else None, min_score=args.min_score,
       which=args.which,
-      device=args.device, use_landmark_files=not args.ignore_landmark_files)
+      device=args.device, use_landmark_files=not args.ignore_landmark_files, **encoder_args)
   print(summary.format())
   print(f"wrote {args.out}/summary.json" + (f" and {args.sheet}" if args.sheet and summary.faces
                                               else ""))
@@ -207,6 +210,20 @@ def _add_reconstruct_parser(sub) -> None:
                  "none, fit from the mean face)")
   p.add_argument("--which", default="best", choices=["best", "latest"],
                  help="which checkpoint of a run (default: %(default)s, falls back to latest)")
+  p.add_argument("--weights", metavar="KIND:PATH",
+                 help="instead of --checkpoint, another project's trained encoder: "
+                 "deep3d:epoch_20.pth (Deep3DFaceRecon's net_recon; needs --face-model "
+                 "BFM_model_front.mat; see docs/DEEP3D.md)")
+  p.add_argument("--align", default="auto", choices=["auto", "standard", "deep3d"],
+                 help="face crops: standard (onto the face model's mean face), deep3d "
+                 "(Deep3DFaceRecon's align_img; reads similarity_Lm3D_all.mat from the BFM folder) "
+                 "or auto (default: deep3d with --weights deep3d:..., else standard)")
+  p.add_argument("--standard-landmarks", metavar="PATH",
+                 help="--align deep3d: similarity_Lm3D_all.mat or its folder (default: the "
+                 "--face-model file's folder)")
+  p.add_argument("--normals", default="auto", choices=["auto", "area", "point_buf"],
+                 help="vertex normals: auto (default: Deep3DFaceRecon's point_buf normals for "
+                 "face models that carry one, i.e. BFM files; area-weighted otherwise)")
   p.add_argument("--face-model", default="embedded", help="'embedded' or a face model file")
   p.add_argument("--fit-steps", type=int, default=None, metavar="N",
                  help="test-time fitting steps with the training losses (default: 0 with "

@@ -147,7 +147,7 @@ def candidate_normals(face_model) -> jax.Array:
   """[17, K, 3] unit normals of the candidates on the mean shape, model space (they only choose
   a candidate; identity and expression turn them by a few degrees, which moves the choice along
   a band that is grazing the view there, i.e. by a fraction of a pixel)."""
-  normals = lighting.vertex_normals(face_model.mean_shape, face_model.triangles)
+  normals = face_model.vertex_normals(face_model.mean_shape)
   return jax.lax.stop_gradient(jnp.take(normals, face_model.contour_candidates, axis=0))
 
 

@@ -1,5 +1,10 @@
 """Vertex normals and spherical-harmonics (SH) shading, exactly as in Deep3DFaceRecon (DESIGN.md).
 
+Two vertex-normal definitions: `vertex_normals` weights each adjacent triangle's normal by its area
+(the embedded models); `point_buf_normals` is Deep3DFaceRecon's: the renormalised sum of the *unit*
+normals of the triangles a model's `point_buf` lists per vertex (BFM files carry that table).
+`FaceModel.vertex_normals` picks the one its model carries.
+
 Irradiance per vertex and colour channel c: E_c(n) = sum_k Y_k(n) · gamma[c, k], with 0.8 added to
 each channel's first (ambient) coefficient so that gamma = 0 is a uniformly lit face; the shaded
 colour is E ⊙ albedo. `gamma` is flat [..., 27] with the 9 red bands first, then green, then blue.
@@ -36,6 +41,16 @@ def vertex_normals(vertices: jax.Array, triangles: jax.Array) -> jax.Array:
   for i in range(3):
     acc = acc.at[..., triangles[:, i], :].add(n)
   return _safe_normalize(acc)
+
+
+def point_buf_normals(vertices: jax.Array, triangles: jax.Array, point_buf: jax.Array) -> jax.Array:
+  """[..., V, 3], [F, 3], [V, K] -> [..., V, 3] unit normals: the sum of the unit normals of the
+  triangles point_buf[v] lists (0-based; -1 pads, contributing nothing), renormalised."""
+  n = face_normals(vertices, triangles)                              # [..., F, 3] unit
+  # Deep3DFaceRecon appends a zero normal and points the padding at it: the same here.
+  n = jnp.concatenate([n, jnp.zeros_like(n[..., :1, :])], axis=-2)
+  idx = jnp.where(point_buf < 0, triangles.shape[0], point_buf)
+  return _safe_normalize(jnp.take(n, idx, axis=-2).sum(axis=-2))
 
 
 def sh_basis(normals: jax.Array) -> jax.Array:

@@ -7,17 +7,35 @@ import numpy as np
 import scipy.io
 
 
-def grid_mesh(n: int = 12):
-  """An n x n vertex grid bulging toward +z, CCW triangles seen from +z. Returns (V [n²,3], F)."""
-  xs, ys = np.meshgrid(np.linspace(-0.8, 0.8, n), np.linspace(-0.9, 0.9, n))
-  z = 0.6 * np.exp(-(xs ** 2 + ys ** 2))
-  verts = np.stack([xs, ys, z], -1).reshape(-1, 3)
+def grid_triangles(n: int) -> np.ndarray:
+  """[2 (n-1)², 3] triangles of an n x n row-major vertex grid, CCW seen from +z (x right, y up)."""
   tris = []
   for r in range(n - 1):
     for c in range(n - 1):
       i = r * n + c
       tris += [[i, i + 1, i + n + 1], [i, i + n + 1, i + n]]
-  return verts, np.array(tris)
+  return np.array(tris)
+
+
+def grid_mesh(n: int = 12):
+  """An n x n vertex grid bulging toward +z, CCW triangles seen from +z. Returns (V [n²,3], F)."""
+  xs, ys = np.meshgrid(np.linspace(-0.8, 0.8, n), np.linspace(-0.9, 0.9, n))
+  z = 0.6 * np.exp(-(xs ** 2 + ys ** 2))
+  verts = np.stack([xs, ys, z], -1).reshape(-1, 3)
+  return verts, grid_triangles(n)
+
+
+def point_buf_table(tris: np.ndarray, nv: int, k: int = 8, pad: int = 0) -> np.ndarray:
+  """[nv, k] float: per vertex the 1-based indices of the triangles around it, padded with `pad`
+  (0, or F + 1 as some BFM files do), as `point_buf` is stored in BFM files."""
+  table = np.full((nv, k), pad, np.float64)
+  fill = np.zeros(nv, int)
+  for f, tri in enumerate(tris):
+    for v in tri:
+      if fill[v] < k:
+        table[v, fill[v]] = f + 1
+        fill[v] += 1
+  return table
 
 
 def bfm_front_dict(rng, n: int = 12, k_id: int = 80, k_exp: int = 64, k_tex: int = 80) -> dict:
@@ -31,7 +49,7 @@ def bfm_front_dict(rng, n: int = 12, k_id: int = 80, k_exp: int = 64, k_tex: int
       "meantex": rng.uniform(80, 200, (1, 3 * nv)).astype(np.float32),
       "texBase": rng.normal(0, 5, (3 * nv, k_tex)).astype(np.float32),
       "tri": (tris + 1).astype(np.float64),
-      "point_buf": np.ones((nv, 8)),
+      "point_buf": point_buf_table(tris, nv),
       "keypoints": (rng.choice(nv, 68, replace=False) + 1).reshape(1, 68).astype(np.float64),
       "frontmask2_idx": (np.arange(nv // 2) + 1).reshape(-1, 1).astype(np.float64),
       "skinmask": (rng.uniform(size=(1, nv)) > 0.3).astype(np.float64),

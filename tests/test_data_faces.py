@@ -241,6 +241,8 @@ def test_five_point_file_then_predicted_landmarks(tmp_path, pre):
   assert f.origin == "file5+detector"
   # the 68 points predicted inside the box derived from the 5 points agree with the detector's
   assert np.median(np.linalg.norm(f.source_landmarks - lm, axis=-1)) < 2.5
+  # the crop is framed by the file's own five points, not by the predicted 68's
+  assert f.transform == pre.aligner.fit(p5 + 0.5)
 
 
 def test_exif_rotated_photo_is_upright(tmp_path, pre):

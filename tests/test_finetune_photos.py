@@ -88,6 +88,11 @@ def test_finetuning_on_photos_lowers_the_loss_and_moves_landmarks_to_dlibs(tmp_p
            *SMALL, f"--config.data.path={dataset}", f"--config.init.source=run:{tmp_path / 'base'}",
            "--config.init.which=latest", "--config.train.num_steps=60",
            "--config.train.checkpoint_every=60", "--config.optim.learning_rate=1e-3",
+           # Without the recipe's augmentation: 60 steps on 12 augmented photos are too few to beat
+           # the mean face's landmarks on every CPU (measured 0.072 -> 0.075 on one, 0.067 after
+           # 150 steps); unaugmented they move clearly (0.072 -> 0.051). Augmentation is pinned by
+           # tests/test_data_pipeline.py.
+           "--config.data.augment.enabled=False",
            # the landmark term is in pixels²: the 64 px weight scaled to these 32 px crops
            f"--config.loss.landmark={1.6e-3 * (224 / 32) ** 2}")
   assert "loaded" in p.stderr + p.stdout              # the init table was printed

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import pathlib
 from typing import Callable, Optional, Protocol
 
 import numpy as np
@@ -98,6 +99,22 @@ def checkpoint_predictor(face_model: FaceModel, path: Optional[str]) -> Predicto
   return FunctionPredictor(rec.predict_crops, f"checkpoint {path}")
 
 
+def deep3d_predictor(face_model: FaceModel, path: Optional[str]) -> Predictor:
+  """`deep3d:PATH`: Deep3DFaceRecon's net_recon (`epoch_20.pth`) with its own alignment, no fitting
+  (the face model must be its BFM_model_front.mat; the standard landmarks are read from that
+  file's folder, which the protocol's --face-model names)."""
+  if not path:
+    raise PredictorError("predictor 'deep3d' needs a path: deep3d:epoch_20.pth")
+  from msma_jax.inference.reconstruct import Reconstructor
+  if not face_model.source:
+    raise PredictorError("predictor 'deep3d' needs --face-model BFM_model_front.mat (its folder "
+                         "holds the standard landmarks of Deep3DFaceRecon's alignment)")
+  rec = Reconstructor(face_model=face_model, weights=f"deep3d:{path}", fit_steps=0,
+                      landmark_steps=0, align="deep3d",
+                      standard_landmarks=pathlib.Path(face_model.source).parent)
+  return FunctionPredictor(rec.predict_crops, f"Deep3DFaceRecon {path}")
+
+
 def fitting_predictor(face_model: FaceModel, steps: Optional[str]) -> Predictor:
   """`fit[:N]`: test-time fitting from the mean face (landmark warm-up, then N full steps)."""
   from msma_jax.inference.reconstruct import Reconstructor
@@ -113,6 +130,7 @@ PredictorFactory = Callable[[FaceModel, Optional[str]], Predictor]
 _REGISTRY: dict[str, PredictorFactory] = {
     "mean": lambda fm, arg: MeanFacePredictor(fm),
     "checkpoint": checkpoint_predictor,
+    "deep3d": deep3d_predictor,
     "fit": fitting_predictor,
 }
 

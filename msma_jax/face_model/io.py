@@ -29,7 +29,9 @@ EMBEDDED_CAMERA = CameraDefaults(focal=1015.0, principal=112.0, distance=1000.0,
                                  far=1500.0)
 _NPZ_ARRAYS = ("mean_shape", "id_basis", "exp_basis", "mean_albedo", "tex_basis", "triangles",
                "landmark_indices", "skin_mask", "face_mask")
-_NPZ_OPTIONAL = ("uv", "symmetry", "contour_candidates")   # candidates: msma_jax.contour
+# candidates: msma_jax.contour; point_buf: Deep3DFaceRecon's vertex normals (0-based, -1 pads)
+_NPZ_OPTIONAL = ("uv", "symmetry", "contour_candidates", "point_buf")
+NORMAL_MODES = ("auto", "area", "point_buf")
 # Bases may be stored in fixed point to keep an asset small: `<basis>_q` int16 [K, V, 3] with a
 # scalar `<basis>_step` (model units per count), i.e. basis = moveaxis(q, 0, -1) * step.
 _NPZ_FIXED_POINT = ("id_basis", "exp_basis")
@@ -49,9 +51,18 @@ def face_model_license(name: str) -> str:
   return EMBEDDED_MODELS[name][1]
 
 
-def load_face_model(name_or_path: str | os.PathLike = EMBEDDED_NAME) -> FaceModel:
+def load_face_model(name_or_path: str | os.PathLike = EMBEDDED_NAME, *,
+                    normals: str = "auto") -> FaceModel:
   """Loads an embedded model (`available_face_models()`: "embedded" = SFM, "embedded-ict" = ICT),
-  a Deep3DFaceRecon `BFM_model_front.mat`, a project `.npz` or an eos `.bin`."""
+  a Deep3DFaceRecon `BFM_model_front.mat`, a project `.npz` or an eos `.bin`.
+
+  normals: "auto" (Deep3DFaceRecon's point_buf normals for models that carry a point_buf, i.e.
+  BFM files; area-weighted for the others), "area" or "point_buf" (`with_normals`).
+  """
+  return with_normals(_load(name_or_path), normals)
+
+
+def _load(name_or_path) -> FaceModel:
   if str(name_or_path) in EMBEDDED_MODELS:
     return _load_embedded(str(name_or_path))
   path = pathlib.Path(name_or_path)
@@ -61,9 +72,9 @@ def load_face_model(name_or_path: str | os.PathLike = EMBEDDED_NAME) -> FaceMode
                          "a converted .npz, or an eos .bin)")
   suffix = path.suffix.lower()
   if suffix == ".mat":
-    return load_bfm_front_mat(path)
+    return _with_source(load_bfm_front_mat(path), path)
   if suffix == ".npz":
-    return load_npz(path)
+    return _with_source(load_npz(path), path)
   if suffix == ".bin":
     from msma_jax.face_model.eos_loader import load_eos_model
     return load_eos_model(path)
@@ -174,7 +185,28 @@ def _make(arrays: dict[str, np.ndarray], *, source, **meta) -> FaceModel:
       raise FaceModelError(f"{source}: 'contour_candidates' must be [17, K] vertex indices in "
                            f"[0, {v}), got {cc.dtype} {cc.shape}")
     out["contour_candidates"] = jnp.asarray(cc, jnp.int32)
+  pb = arrays.get("point_buf")
+  if pb is not None:
+    f = tri.shape[0]
+    if pb.ndim != 2 or pb.shape[0] != v or pb.dtype.kind not in "iu" or pb.min() < -1 or pb.max() >= f:
+      raise FaceModelError(f"{source}: 'point_buf' must be [{v}, K] triangle indices in [-1, {f}) "
+                           f"(-1 pads), got {pb.dtype} {pb.shape}")
+    out["point_buf"] = jnp.asarray(pb, jnp.int32)
   return FaceModel(**out, **meta)
+
+
+def with_normals(face_model: FaceModel, normals: str = "auto") -> FaceModel:
+  """The model with vertex normals of `normals`: "auto" (Deep3DFaceRecon's where the model carries
+  a point_buf, else area-weighted), "area" (drops the point_buf) or "point_buf" (an error without
+  one)."""
+  if normals not in NORMAL_MODES:
+    raise FaceModelError(f"normals must be one of {NORMAL_MODES}, got {normals!r}")
+  if normals == "area":
+    return face_model.replace(point_buf=None)
+  if normals == "point_buf" and face_model.point_buf is None:
+    raise FaceModelError(f"face model {face_model.name!r} has no point_buf: its normals can only "
+                         "be area-weighted (normals 'area' or 'auto')")
+  return face_model
 
 
 # ---- Basel Face Model (Deep3DFaceRecon layout) --------------------------------------------------------
@@ -226,13 +258,24 @@ def bfm_front_arrays_to_model(m: dict, *, source, name: str = "bfm") -> FaceMode
     face_mask[np.asarray(m["frontmask2_idx"]).reshape(-1).astype(np.int64) - 1] = True
   else:
     face_mask[:] = True
+  point_buf = None
+  if "point_buf" in m:
+    # 1-based triangle indices. Deep3DFaceRecon subtracts 1 and appends a zero normal at index F,
+    # which pads of either 0 (-> -1, the last row) or F + 1 (-> F) reach: both become -1 here.
+    point_buf = np.asarray(m["point_buf"]).astype(np.int64) - 1
+    point_buf[point_buf == tri.shape[0]] = -1
   arrays = dict(
+      point_buf=point_buf,
       mean_shape=mean - mean.mean(axis=0),
       id_basis=basis("idBase"), exp_basis=basis("exBase"),
       mean_albedo=meantex.reshape(n, 3) / 255.0, tex_basis=basis("texBase") / 255.0,
       triangles=tri, landmark_indices=keypoints, skin_mask=skin, face_mask=face_mask)
   return _make(arrays, source=source, name=name, unit="bfm (0.1 m)", unit_in_mm=100.0,
                camera=BFM_CAMERA)
+
+
+def _with_source(face_model: FaceModel, path: pathlib.Path) -> FaceModel:
+  return face_model.replace(source=str(path.absolute()))
 
 
 def load_bfm_front_mat(path: str | os.PathLike) -> FaceModel:

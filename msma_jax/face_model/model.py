@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from msma_jax import lighting
 from msma_jax.face_model.coefficients import Coefficients, CoefficientSizes
 
 
@@ -49,6 +50,9 @@ class FaceModel:
                      a boundary); derived at load time, used by antialiasing
     contour_candidates [17, K] int32 or None  per jaw landmark (iBUG 0-16) a band of vertices across
                      the cheek, padded by repeating (`msma_jax.contour`); None: fixed jaw vertices
+    point_buf        [V, K] int32 or None  per vertex the triangles around it (-1 pads): when set,
+                     vertex normals are Deep3DFaceRecon's (sum of unit triangle normals, see
+                     `msma_jax.lighting.point_buf_normals`); None: area-weighted normals
   """
   mean_shape: jax.Array
   id_basis: jax.Array
@@ -63,12 +67,14 @@ class FaceModel:
   symmetry: Optional[jax.Array] = None
   triangle_neighbors: Optional[jax.Array] = None
   contour_candidates: Optional[jax.Array] = None
+  point_buf: Optional[jax.Array] = None
   name: str = struct.field(pytree_node=False, default="face_model")
   unit: str = struct.field(pytree_node=False, default="mm")
   unit_in_mm: float = struct.field(pytree_node=False, default=1.0)
   camera: CameraDefaults = struct.field(
       pytree_node=False, default=CameraDefaults(1015.0, 112.0, 1000.0, 500.0, 1500.0))
   expression_names: tuple[str, ...] = struct.field(pytree_node=False, default=())
+  source: str = struct.field(pytree_node=False, default="")   # the file it was read from, if any
 
   # ---- sizes -------------------------------------------------------------------------------------
   @property
@@ -102,6 +108,18 @@ class FaceModel:
   def decode(self, coeffs: Coefficients) -> tuple[jax.Array, jax.Array]:
     """Returns (vertices [..., V, 3] model units, albedo [..., V, 3] in ~[0, 1]); pose not applied."""
     return self.shape(coeffs), self.albedo(coeffs)
+
+  @property
+  def normal_mode(self) -> str:
+    """"point_buf" (Deep3DFaceRecon's vertex normals) or "area" (area-weighted)."""
+    return "area" if self.point_buf is None else "point_buf"
+
+  def vertex_normals(self, vertices: jax.Array) -> jax.Array:
+    """[..., V, 3] unit vertex normals of `vertices` [..., V, 3] (posed or not) by this model's
+    definition (`normal_mode`); every shading, loss, fit and export goes through here."""
+    if self.point_buf is None:
+      return lighting.vertex_normals(vertices, self.triangles)
+    return lighting.point_buf_normals(vertices, self.triangles, self.point_buf)
 
   def landmarks_3d(self, vertices: jax.Array) -> jax.Array:
     """[..., 68, 3] the landmark vertices of `vertices` [..., V, 3]."""

@@ -96,4 +96,4 @@ def _vertex_colours(fm: FaceModel, coeffs: Coefficients) -> jax.Array:
   """[B, V, 3] SH-shaded vertex colours (for coloured mesh exports)."""
   vertices, albedo = fm.decode(coeffs)
   world = cam.rigid_transform(vertices, coeffs.angle, coeffs.trans)
-  return lighting.shade(albedo, lighting.vertex_normals(world, fm.triangles), coeffs.gamma)
+  return lighting.shade(albedo, fm.vertex_normals(world), coeffs.gamma)

@@ -29,7 +29,8 @@ def reframe(face_model: FaceModel, coeffs: Coefficients, transform: AlignTransfo
   depth = camera.distance - trans[..., 2]
   centre_a = np.asarray(cam.project(trans, camera), np.float64)          # [..., 2] crop A pixels
   centre_b = transform.to_image(centre_a)                                  # crop B pixels (A's scale)
-  new_depth = transform.scale * depth
+  # Deep3DFaceRecon's crops scale x and y by a hair apart (whole-pixel resizes): their mean here.
+  new_depth = float(np.sqrt(np.prod(transform.scales))) * depth
   cx, cy = camera.principal
   tx = (centre_b[..., 0] - cx) * new_depth / camera.focal
   ty = -(centre_b[..., 1] - cy) * new_depth / camera.focal

@@ -25,15 +25,20 @@ import numpy as np
 from configs.fit import (RECONSTRUCT_FIT_STEPS, RECONSTRUCT_LANDMARK_STEPS,
                          get_reconstruct_fit_config)
 from data_pipelines.alignment import CROP_SIZE, AlignTransform, warp_to_crop
+from data_pipelines.deep3d_alignment import LM3D_FILE, Deep3DAligner
 from data_pipelines.faces import FacePreprocessor, SkipImage
 from data_pipelines.landmarks import find_landmark_file
 from data_pipelines.skin import skin_probability
 from msma_jax import camera as cam
 from msma_jax.face_model import Coefficients, FaceModel, load_face_model
+from msma_jax.face_model.io import with_normals
 from msma_jax.inference.fit import CoefficientFitter, projected_landmarks
 from msma_jax.inference.inputs import InputError, InputItem, read_picture, to_uint8_rgb
 from msma_jax.inference.result import FaceResult
 from msma_jax.inference.views import Views, scaled, vertex_colours
+from msma_jax.inference.weights import DEEP3D_CROP, load_weights
+
+ALIGN_MODES = ("auto", "standard", "deep3d")
 
 
 @dataclasses.dataclass
@@ -120,8 +125,15 @@ class Reconstructor:
     None (JAX's default). progress: show fitting progress bars. keep_photo: results keep a reference
     to the picture (needed for overlays and textures).
   encoder / encoder_size: instead of a checkpoint, an encoder module already in memory (e.g. built
-    by `msma_jax.models.build_model` or imported from Deep3DFaceRecon weights) and the crop size it
-    expects; it is used in inference mode.
+    by `msma_jax.models.build_model`) and the crop size it expects; it is used in inference mode.
+  weights: instead of a checkpoint, another project's weights, "deep3d:epoch_20.pth"
+    (Deep3DFaceRecon's net_recon; `msma_jax.inference.weights`), with a BFM face model.
+  align: how faces are cut out: "standard" (scale and translation onto the face model's projected
+    mean five points), "deep3d" (Deep3DFaceRecon's `align_img`: `data_pipelines.deep3d_alignment`;
+    224-px crops) or "auto" (deep3d with Deep3DFaceRecon weights, else standard).
+    standard_landmarks: for deep3d, `similarity_Lm3D_all.mat` or the BFM folder holding it
+    (default: the folder of the face model file).
+  normals: vertex normals, "auto" | "area" | "point_buf" (`face_model.io.with_normals`).
   """
 
   def __init__(self, checkpoint: str | os.PathLike | None = None,
@@ -132,25 +144,31 @@ class Reconstructor:
                select: str = "all", max_faces: Optional[int] = None, min_score: float = 0.3, min_side: int = 32,
                use_landmark_files: bool = True, which: str = "best", device: Optional[str] = None,
                progress: bool = False, keep_photo: bool = True, encoder=None,
-               encoder_size: int = 224):
+               encoder_size: int = 224, weights: Optional[str] = None, align: str = "auto",
+               standard_landmarks: str | os.PathLike | None = None, normals: str = "auto"):
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if fit_size < 32:
       raise ValueError(f"fit_size must be >= 32 px, got {fit_size}")
     self.device = _select_device(device)
     with self._on_device():
-      self.face_model = (face_model if isinstance(face_model, FaceModel)
-                         else load_face_model(face_model))
+      self.face_model = with_normals(face_model if isinstance(face_model, FaceModel)
+                                     else load_face_model(face_model), normals)
       if self.device is not None:
         self.face_model = jax.device_put(self.face_model, self.device)
     self.batch_size, self.fit_size = int(batch_size), int(fit_size)
     self.progress, self.keep_photo = progress, keep_photo
     self.checkpoint, self.model, self.meta = None, None, {}
     self.model_size = None
-    if checkpoint is not None and encoder is not None:
-      raise ValueError("give a checkpoint or an encoder, not both")
+    self.weights = weights
+    if sum(x is not None for x in (checkpoint, encoder, weights)) > 1:
+      raise ValueError("give one of a checkpoint, weights (--weights) or an encoder")
     if checkpoint is not None:
       self._load_encoder(checkpoint, which)
+    elif weights is not None:
+      with self._on_device():
+        model, size = load_weights(weights, self.face_model)
+      self._set_encoder(model, size)
     elif encoder is not None:
       encoder.eval()
       self._set_encoder(encoder, int(encoder_size))
@@ -176,10 +194,16 @@ class Reconstructor:
     if upsample != "auto" and (not isinstance(upsample, int) or upsample < 0):
       raise ValueError(f"upsample must be 'auto' or an integer >= 0, got {upsample!r}")
     self.upsample = upsample
+    self.align = self._align_mode(align, standard_landmarks)
+    aligner = None
+    if self.align == "deep3d":
+      aligner = Deep3DAligner(standard_landmarks if standard_landmarks is not None
+                              else pathlib.Path(self.face_model.source).parent)
     self.preprocessor = FacePreprocessor(
         detector, max_faces=max_faces, min_side=min_side, crop_size=self.fit_size,
         use_landmark_files=use_landmark_files, face_model=self.face_model,
-        upsample=0 if upsample == "auto" else int(upsample), min_score=min_score, select=select)
+        upsample=0 if upsample == "auto" else int(upsample), min_score=min_score, select=select,
+        aligner=aligner)
 
     contour = self.fitter.contour      # the landmarks reported are the ones the fit matched
 
@@ -191,6 +215,21 @@ class Reconstructor:
     self._describe = jax.jit(describe, static_argnums=2)
 
   # ---- setup -------------------------------------------------------------------------------------
+  def _align_mode(self, align: str, standard_landmarks) -> str:
+    if align not in ALIGN_MODES:
+      raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
+    if align == "auto":
+      align = "deep3d" if self.weights is not None else "standard"
+    if align != "deep3d":
+      return align
+    if self.fit_size != DEEP3D_CROP or (self.model_size or DEEP3D_CROP) != DEEP3D_CROP:
+      raise ValueError(f"--align deep3d cuts {DEEP3D_CROP}-px crops: --fit-size (and the "
+                       f"encoder's crop) must be {DEEP3D_CROP}")
+    if standard_landmarks is None and not self.face_model.source:
+      raise ValueError(f"--align deep3d reads Deep3DFaceRecon's {LM3D_FILE}: give "
+                       "--standard-landmarks, or a --face-model file in its BFM folder")
+    return align
+
   def _on_device(self):
     import contextlib
     return jax.default_device(self.device) if self.device is not None else contextlib.nullcontext()
@@ -219,6 +258,8 @@ class Reconstructor:
   def init_name(self) -> str:
     if self.model is None:
       return "mean face"
+    if self.weights:
+      return f"weights {self.weights}"
     return f"encoder {self.checkpoint}" if self.checkpoint else "encoder"
 
   # ---- pictures -> faces -------------------------------------------------------------------------
@@ -251,9 +292,9 @@ class Reconstructor:
                         f"at least {pre.min_side} px)")
       found, n_found = self._find(image, name, landmark_file, landmarks)
       faces = []
-      for i, (lm, origin, score) in enumerate(found):
+      for i, (lm, origin, score, _) in enumerate(found):
         try:
-          transform = pre.aligner.fit(lm)
+          transform = pre.aligner.fit(found[i].alignment_landmarks, (h, w))
         except ValueError as e:
           raise SkipImage("bad_alignment", f"{name}: face {i}: {e}") from e
         crop = warp_to_crop(image, transform)
@@ -336,7 +377,8 @@ class Reconstructor:
     if crops.shape[1] != f:
       crops = np.stack([cv2.resize(c, (f, f), interpolation=cv2.INTER_AREA
                                    if crops.shape[1] > f else cv2.INTER_LINEAR) for c in crops])
-    transforms = [self.preprocessor.aligner.fit(lm) if realign else None for lm in landmarks]
+    transforms = [self.preprocessor.aligner.fit(lm, (f, f)) if realign else None
+                  for lm in landmarks]
     aligned = np.stack([warp_to_crop(c, t) if t is not None else c
                         for c, t in zip(crops, transforms)])
     aligned_lm = np.stack([t.to_crop(lm) if t is not None else lm

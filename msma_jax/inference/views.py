@@ -33,7 +33,11 @@ def render_factor(transform: AlignTransform, max_factor: int = MAX_RENDER_FACTOR
 def scaled(transform: AlignTransform, factor: float) -> AlignTransform:
   """The same alignment for a crop `factor` times larger (same framing)."""
   s, (tx, ty) = transform.scale, transform.translation
-  return AlignTransform(s * factor, (tx * factor, ty * factor), int(round(transform.size * factor)))
+  sy = None if transform.scale_y is None else transform.scale_y * factor
+  # Deep3DFaceRecon's integer crop only exists at its own size: other sizes warp bilinearly.
+  resample = transform.resample if factor == 1 else "linear"
+  return AlignTransform(s * factor, (tx * factor, ty * factor), int(round(transform.size * factor)),
+                        scale_y=sy, resample=resample)
 
 
 class Views:
@@ -190,7 +194,7 @@ def vertex_colours(face_model: FaceModel, coeffs: Coefficients) -> jax.Array:
   """[..., V, 3] shaded vertex colours (albedo x SH light with posed normals), clipped to [0, 1]."""
   vertices, albedo = face_model.decode(coeffs)
   world = cam.rigid_transform(vertices, coeffs.angle, coeffs.trans)
-  normals = lighting.vertex_normals(world, face_model.triangles)
+  normals = face_model.vertex_normals(world)
   return jnp.clip(lighting.shade(albedo, normals, coeffs.gamma), 0.0, 1.0)
 
 

@@ -69,7 +69,7 @@ def render_face(face_model: FaceModel, coeffs: Coefficients, camera: cam.Camera,
   vertices, albedo = face_model.decode(coeffs)
   world = cam.rigid_transform(vertices, coeffs.angle, coeffs.trans)
   tris = face_model.triangles
-  normals = lighting.vertex_normals(world, tris)
+  normals = face_model.vertex_normals(world)
   colours = lighting.shade(albedo, normals, coeffs.gamma)
   clip = cam.to_clip(world, camera)
   batch_mode = forms.batch_mode

@@ -20,6 +20,7 @@ from msma_jax.render.rasterize import BATCH_MODES, CHUNK_SIZINGS, MATERIALIZE_MO
 from data_pipelines.detector_framing import load_calibration
 from data_pipelines.synthetic import BACKGROUNDS, FRAMINGS, SyntheticOptions
 from msma_jax.face_model import FIELDS, available_face_models
+from msma_jax.face_model.io import NORMAL_MODES
 from msma_jax.models import spec_from_config
 from msma_jax.train.init import parse_init_source
 
@@ -228,6 +229,7 @@ def check_config(config) -> None:
   if fm not in available_face_models() and not pathlib.Path(fm).expanduser().exists():
     raise ConfigError(f"config.face_model: {fm} does not exist ({', '.join(available_face_models())} "
                       "or a model file)")
+  _choice(config.get("normals", "auto"), "normals", NORMAL_MODES)
   for name, check in (("model", check_model), ("loss", check_loss), ("fit", check_fit),
                       ("render", check_render),
                       ("data", check_data), ("eval", check_eval), ("optim", check_optim),

@@ -90,7 +90,7 @@ def train(config, workdir: str | pathlib.Path, *, resume: Optional[bool] = None)
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
 
-  face_model = load_face_model(config.face_model)
+  face_model = load_face_model(config.face_model, normals=config.get("normals", "auto"))
   camera = cam.Camera.for_face_model(face_model, int(config.image_size))
   mesh = make_mesh(config.mesh)
   # Whether this run resumes is known before anything heavy: a resumed run ignores config.init,
